@@ -1,0 +1,124 @@
+"""The protocol every backend implements, and the bookkeeping they all share.
+
+A backend is one model with one KV cache. The engine tells it which token sequence its context
+should hold (``sync``); the backend evaluates only the tokens it has not seen, after rolling back to
+the longest common prefix if the context changed (a new request). It then exposes next-token
+logits; sampling and margins are computed from those in ``core``, identically for all backends.
+
+To add a backend, subclass ``Backend`` and implement the abstract methods (about ten lines each for
+a library with a KV cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from ..core.sampling import probability_margin
+
+
+class Backend(ABC):
+    name: str = "backend"
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []  # what the KV cache holds, in order
+        self.evaluated_tokens = 0  # total tokens ever evaluated: never re-counts a cached token
+        self.eval_calls = 0
+        self.eval_log: list[tuple[int, int]] = []  # (start position, count) of every evaluation
+        self._fingerprint: str | None = None
+
+    # --- what each backend implements -------------------------------------------------------
+    @property
+    @abstractmethod
+    def n_ctx(self) -> int: ...
+
+    @property
+    @abstractmethod
+    def n_vocab(self) -> int: ...
+
+    @abstractmethod
+    def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
+        """Token ids for text; ``special`` parses control tokens like ``<|im_start|>``."""
+
+    @abstractmethod
+    def token_bytes(self, token: int) -> bytes:
+        """The raw bytes of one token (may be part of a multi-byte character)."""
+
+    @abstractmethod
+    def token_text(self, token: int) -> bytes:
+        """The vocabulary entry of a token, used to fingerprint the vocabulary."""
+
+    @abstractmethod
+    def is_end_of_generation(self, token: int) -> bool: ...
+
+    @abstractmethod
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """The model's chat template applied to ``messages``, ending where the assistant writes."""
+
+    @abstractmethod
+    def _truncate(self, n: int) -> None:
+        """Drop everything after the first ``n`` tokens from the KV cache."""
+
+    @abstractmethod
+    def _evaluate(self, tokens: Sequence[int]) -> None:
+        """Append ``tokens`` to the KV cache and make the logits after the last one current."""
+
+    @abstractmethod
+    def logits(self) -> np.ndarray:
+        """Next-token logits (float32, length n_vocab) after the last evaluated token."""
+
+    # --- shared behaviour -------------------------------------------------------------------
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        """Tokenize a chat-templated prompt: control tokens parsed, BOS added if the model wants it."""
+        return self.tokenize(prompt.encode("utf-8"), special=True, add_bos=True)
+
+    def sync(self, context: Sequence[int]) -> int:
+        """Make the KV cache hold exactly ``context``; evaluate only unseen tokens. Returns how many."""
+        if not context:
+            raise ValueError("cannot evaluate an empty context")
+        n = len(self.tokens)
+        if len(context) >= n and list(context[:n]) == self.tokens:
+            keep = n
+        else:
+            keep = 0
+            for a, b in zip(self.tokens, context):
+                if a != b:
+                    break
+                keep += 1
+        if keep == len(context):
+            keep -= 1  # logits for the last position are needed: re-evaluate one token
+        if keep < n:
+            self._truncate(keep)
+            del self.tokens[keep:]
+        new = list(context[keep:])
+        if new:
+            self._evaluate(new)
+            self.eval_log.append((keep, len(new)))
+            self.tokens.extend(new)
+            self.evaluated_tokens += len(new)
+            self.eval_calls += 1
+        return len(new)
+
+    def margin(self) -> float:
+        """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
+        return probability_margin(self.logits())
+
+    def vocab_fingerprint(self) -> str:
+        """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""
+        if self._fingerprint is None:
+            h = hashlib.sha256(str(self.n_vocab).encode())
+            for i in range(self.n_vocab):
+                h.update(self.token_text(i) + b"\0")
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def reset(self) -> None:
+        """Forget the KV cache (the next request evaluates its whole prompt)."""
+        self._truncate(0)
+        self.tokens = []
+
+    def close(self) -> None:
+        """Free the model; the default does nothing."""

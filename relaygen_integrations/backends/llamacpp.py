@@ -1,0 +1,106 @@
+"""llama.cpp through llama-cpp-python: GGUF models on CPU, Metal or CUDA."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ConfigError, ModelNotFoundError
+from .base import Backend
+
+try:
+    import llama_cpp
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the llama.cpp backend needs llama-cpp-python: pip install 'relaygen-integrations[llamacpp]'"
+    ) from exc
+
+
+class LlamaCppBackend(Backend):
+    """One GGUF model with its own llama.cpp context (and so its own KV cache).
+
+    ``chat_format``: ``None`` uses the chat template stored in the GGUF file; ``"raw"`` joins the
+    message contents with no template (for base models and tiny test models).
+    """
+
+    name = "llamacpp"
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
+                 n_gpu_layers: int = 0, n_batch: int = 512, chat_format: str | None = None,
+                 seed: int = 0, verbose: bool = False):
+        super().__init__()
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelNotFoundError(f"model file not found: {path}")
+        threads = n_threads or min(8, os.cpu_count() or 1)
+        self.path = path
+        self.llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+            n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, seed=seed, verbose=verbose,
+        )
+        self._vocab = self.llm._model.vocab
+        self._n_vocab = self.llm.n_vocab()
+        self.chat_format = chat_format
+        self._template = None
+        if chat_format is None:
+            template = self.llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise ConfigError(f"{path.name} has no chat template: pass chat_format='raw'")
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            def piece(token_id: int) -> str:
+                return self.llm._model.token_get_text(token_id) if token_id >= 0 else ""
+
+            self._template = Jinja2ChatFormatter(
+                template, eos_token=piece(self.llm.token_eos()), bos_token=piece(self.llm.token_bos()),
+                add_generation_prompt=True)
+        elif chat_format != "raw":
+            raise ConfigError(f"chat_format must be None (the model's template) or 'raw', not {chat_format!r}")
+        self._bos_piece = self.llm._model.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
+
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
+        if add_bos and self._bos_piece and text.startswith(self._bos_piece.encode()):
+            add_bos = False  # the template already wrote it
+        return self.llm.tokenize(text, add_bos=add_bos, special=special)
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.llm.detokenize([token], special=True)
+
+    def token_text(self, token: int) -> bytes:
+        return llama_cpp.llama_vocab_get_text(self._vocab, token) or b""
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if self._template is None:
+            return "\n\n".join(m["content"] for m in messages)
+        return self._template(messages=messages).prompt
+
+    def _truncate(self, n: int) -> None:
+        self.llm.n_tokens = n  # llama.eval removes cache cells past n_tokens before decoding
+
+    def _evaluate(self, tokens: Sequence[int]) -> None:
+        self.llm.eval(tokens)
+
+    def logits(self) -> np.ndarray:
+        ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+
+    def reset(self) -> None:
+        super().reset()
+        self.llm.reset()
+
+    def close(self) -> None:
+        self.llm.close()

@@ -1,0 +1,94 @@
+"""What a relay run produces: streamed events, and the final result with attribution and stats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Role = Literal["large", "small", "forced"]  # "forced": text the engine inserted (reasoning-end marker)
+Stage = Literal["reasoning", "answer"]
+
+
+@dataclass
+class Segment:
+    """A contiguous span of output written by one model in one stage."""
+
+    model: Role
+    stage: Stage
+    text: str = ""
+    tokens: int = 0
+
+
+@dataclass
+class ModelStats:
+    generated_tokens: int = 0  # tokens this model wrote into the output
+    prompt_tokens: int = 0  # prompt length in this model's tokens
+    cached_prompt_tokens: int = 0  # prompt tokens reused from the previous request's KV cache
+    evaluated_tokens: int = 0  # tokens this model's backend evaluated (prompt + catch-up + own)
+    handoff_tokens: int = 0  # tokens written by the other model that this one had to catch up on
+    eval_calls: int = 0
+    seconds: float = 0.0  # time inside this model's backend (evaluation + sampling)
+
+
+@dataclass
+class RelayStats:
+    large: ModelStats = field(default_factory=ModelStats)
+    small: ModelStats = field(default_factory=ModelStats)
+    switches: int = 0  # hand-offs large -> small on a cue
+    forced_tokens: int = 0  # marker tokens appended by the engine when the budget ran out
+    boundary_tokens_discarded: int = 0  # look-ahead tokens sampled to confirm a sentence end, not kept
+    finish_reason: str = ""  # stop (end of generation), length (budget), stop_string, context
+    wall_seconds: float = 0.0
+    handoff: str = ""  # "ids" (shared vocabulary) or "text"
+    cues_fired: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def generated_tokens(self) -> int:
+        return self.large.generated_tokens + self.small.generated_tokens
+
+    @property
+    def large_share(self) -> float:
+        total = self.generated_tokens
+        return self.large.generated_tokens / total if total else 0.0
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated_tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(generated_tokens=self.generated_tokens, large_share=self.large_share,
+                 tokens_per_second=self.tokens_per_second)
+        return d
+
+
+@dataclass
+class RelayResult:
+    text: str
+    segments: list[Segment]
+    stats: RelayStats
+    reasoning: str = ""  # text before the answer stage (equal to text when there is no answer stage)
+    answer: str = ""  # text of the answer stage, after the reasoning-end marker
+    seed: int | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "text": self.text,
+            "reasoning": self.reasoning,
+            "answer": self.answer,
+            "segments": [asdict(s) for s in self.segments],
+            "stats": self.stats.to_dict(),
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class RelayEvent:
+    """One streamed event: a text delta (``kind="text"``), a hand-off (``"switch"``), or the end."""
+
+    kind: Literal["text", "switch", "done"]
+    model: Role | None = None
+    stage: Stage = "reasoning"
+    text: str = ""
+    cue: str | None = None  # for a switch on a cue
+    result: RelayResult | None = None  # for "done"

@@ -1,0 +1,66 @@
+"""Cue profiles: which switch cues a model pair trusts.
+
+A profile is a named cue list plus the matching mode. Built-in profiles:
+``paper-qwen3`` (the cues the paper's calibration chose for Qwen3-1.7B/32B; the default until a pair
+is calibrated) and ``all-candidates`` (the 91 reference candidates). A profile can also be a JSON
+file with at least ``{"cues": [...]}``, as written by calibration.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import ConfigError, ModelNotFoundError
+from .cues import PAPER_QWEN3_CUES, REFERENCE_CANDIDATES, CueMatcher, MatchMode, validate_cues
+
+BUILTIN_PROFILES = {
+    "paper-qwen3": PAPER_QWEN3_CUES,
+    "all-candidates": REFERENCE_CANDIDATES,
+}
+DEFAULT_PROFILE = "paper-qwen3"
+
+
+@dataclass(frozen=True)
+class CueProfile:
+    name: str
+    cues: tuple[str, ...]
+    mode: MatchMode = "word"
+    source: str = "builtin"
+
+    def matcher(self) -> CueMatcher:
+        return CueMatcher(self.cues, self.mode)
+
+
+def load_profile(spec: "str | Path | Iterable[str] | CueProfile | None", mode: MatchMode | None = None) -> CueProfile:
+    """Resolve a profile from a built-in name, a JSON file path, or an explicit cue list."""
+    if spec is None:
+        spec = DEFAULT_PROFILE
+    if isinstance(spec, CueProfile):
+        profile = spec
+    elif isinstance(spec, (str, Path)) and str(spec) in BUILTIN_PROFILES:
+        profile = CueProfile(str(spec), BUILTIN_PROFILES[str(spec)])
+    elif isinstance(spec, (str, Path)):
+        profile = _from_file(Path(spec))
+    else:
+        profile = CueProfile("custom", validate_cues(spec), source="list")
+    if mode is not None:
+        profile = CueProfile(profile.name, profile.cues, mode, profile.source)
+    profile.matcher()  # validates cues and mode now, before any model work
+    return profile
+
+
+def _from_file(path: Path) -> CueProfile:
+    if not path.exists():
+        names = ", ".join(BUILTIN_PROFILES)
+        raise ModelNotFoundError(f"no cue profile {str(path)!r}: give a JSON file or one of: {names}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cue profile {path} is not readable JSON: {exc}") from None
+    if not isinstance(data, dict) or "cues" not in data:
+        raise ConfigError(f"cue profile {path} must be a JSON object with a 'cues' list")
+    mode = data.get("matching", "word")
+    return CueProfile(str(data.get("name", path.stem)), validate_cues(data["cues"]), mode, str(path))

@@ -1,0 +1,17 @@
+"""Errors a user can cause and fix. The CLI prints these as one line, never as a traceback."""
+
+
+class RelayGenError(Exception):
+    """Base class: the message alone tells the user what is wrong and what to do."""
+
+
+class ConfigError(RelayGenError, ValueError):
+    """Bad input caught before any model work starts (prompt, budget, cues, pair)."""
+
+
+class ModelNotFoundError(RelayGenError, LookupError):
+    """A model, pair or profile name that the registry does not know, or a file that is missing."""
+
+
+class FetchError(RelayGenError):
+    """A model file could not be fetched or failed verification."""
