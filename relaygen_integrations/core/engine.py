@@ -74,6 +74,7 @@ class _Participant:
         self.role, self.backend, self.stats = role, backend, stats
         self.context = list(prompt_ids)
         self.synced = 0  # number of output pieces already in self.context
+        self.first_step = True
 
     def catch_up(self, pieces: list[_Piece], by_ids: bool) -> None:
         new = pieces[self.synced:]
@@ -191,7 +192,10 @@ class _Run:
         if len(p.context) >= p.backend.n_ctx:
             raise _ContextFull
         before_eval, before_calls = p.backend.evaluated_tokens, p.backend.eval_calls
-        p.backend.sync(p.context)
+        fresh = p.backend.sync(p.context)
+        if p.first_step:
+            p.stats.cached_prompt_tokens = min(p.stats.prompt_tokens, len(p.context) - fresh)
+            p.first_step = False
         token = self.sampler(p.backend.logits())
         p.stats.evaluated_tokens += p.backend.evaluated_tokens - before_eval
         p.stats.eval_calls += p.backend.eval_calls - before_calls
@@ -329,11 +333,9 @@ class _Run:
                         awaiting_boundary = ends_on_open_mark(self.text[segment_start:])
         except _ContextFull:
             finish = "context"
-        tail = self.decoder.decode(b"", final=True)
-        if tail:
-            self.text += tail
-            if self.segments:
-                self.segments[-1].text += tail
+        # Bytes of a character that never completed (the budget ran out inside it) are dropped:
+        # the output must never contain a broken character.
+        self.decoder.reset()
         yield from self._flush(final=True)
         self.stats.finish_reason = finish
         self.stats.wall_seconds = time.perf_counter() - start

@@ -1,0 +1,252 @@
+"""The ``relaygen`` command. Every subcommand is a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import RelayGenError
+
+COLOURS = {"large": "cyan", "small": "magenta", "forced": "dim"}
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("models")
+    g.add_argument("--pair", help="registry pair (default: the registry's default pair)")
+    g.add_argument("--large", help="override the large model: registry name or GGUF path")
+    g.add_argument("--small", help="override the small model: registry name or GGUF path")
+    g.add_argument("--backend", default="llamacpp", help="model backend (default: llamacpp)")
+    g.add_argument("--n-ctx", type=int, default=4096, help="context window per model (default: 4096)")
+    g.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: all cores, up to 8)")
+    g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    r = p.add_argument_group("relay")
+    r.add_argument("--mode", choices=["relay", "large", "small"], default="relay",
+                   help="relay (default), or one model alone as a baseline")
+    r.add_argument("--profile", help="cue profile: paper-qwen3, all-candidates, or a profile JSON file")
+    r.add_argument("--cue", action="append", dest="cues", metavar="CUE",
+                   help="a switch cue (repeat for several); replaces the profile")
+    r.add_argument("--substring-cues", action="store_true",
+                   help="match cues as plain substrings (the reference's behaviour; for ablations)")
+    r.add_argument("--answer-model", choices=["small", "large"], default="small",
+                   help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
+    r.add_argument("--min-large-tokens", type=int, default=5, help="large-model tokens before a cue may fire")
+    r.add_argument("--reasoning-end", help="reasoning-end marker (default: the model's, from the registry)")
+    s = p.add_argument_group("sampling")
+    s.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default: 0.6, as the paper)")
+    s.add_argument("--top-p", type=float, default=0.95)
+    s.add_argument("--top-k", type=int, default=20)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--max-tokens", type=int, default=1024, help="budget for both models together")
+    o = p.add_argument_group("output")
+    o.add_argument("--stream", action="store_true", help="print text as it is generated")
+    o.add_argument("--json", action="store_true", help="print one JSON record instead of coloured text")
+
+
+def _engine_from_args(args):
+    from .core.engine import RelayConfig
+    from .core.profile import load_profile
+    from .loader import load_pair
+
+    profile = args.cues if args.cues else args.profile
+    mode = "substring" if args.substring_cues else None
+    config = RelayConfig(mode=args.mode, min_large_tokens=args.min_large_tokens, answer_model=args.answer_model,
+                         reasoning_end=args.reasoning_end)
+    config.validated()
+    if profile is not None or mode is not None:
+        profile = load_profile(profile, mode=mode) if profile is not None else None
+    progress = sys.stderr.isatty() and not args.json
+    engine = load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
+                       config=config, progress=progress, n_ctx=args.n_ctx, n_threads=args.threads,
+                       n_gpu_layers=args.gpu_layers)
+    if mode is not None and profile is None:
+        engine.profile = load_profile(engine.profile, mode=mode)
+        engine.matcher = engine.profile.matcher()
+    return engine
+
+
+def _params_from_args(args):
+    from .core.sampling import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
+                          max_tokens=args.max_tokens).validated()
+
+
+def _run(engine, prompt: str, args) -> int:
+    from rich.text import Text
+
+    params = _params_from_args(args)
+    console = _console()
+    result = None
+    for event in engine.stream(prompt, params):
+        if event.kind == "text" and args.stream and not args.json:
+            console.print(Text(event.text, style=COLOURS[event.model]), end="", soft_wrap=True)
+        elif event.kind == "done":
+            result = event.result
+    if args.json:
+        record = {"prompt": prompt, "profile": engine.profile.name, "mode": engine.config.mode, **result.to_dict()}
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+        return 0
+    if not args.stream:
+        text = Text()
+        for seg in result.segments:
+            text.append(seg.text, style=COLOURS[seg.model])
+        console.print(text, soft_wrap=True)
+    console.print()
+    _print_stats(console, result, engine)
+    return 0
+
+
+def _print_stats(console, result, engine) -> None:
+    from rich.table import Table
+
+    st = result.stats
+    table = Table(title=f"relay stats (profile {engine.profile.name}, hand-off by {st.handoff})", title_justify="left")
+    for col in ("", "written", "share", "prompt", "evaluated", "caught up", "seconds"):
+        table.add_column(col, justify="right" if col else "left")
+    total = st.generated_tokens or 1
+    for role in ("large", "small"):
+        m = getattr(st, role)
+        table.add_row(f"[{COLOURS[role]}]{role}[/]", str(m.generated_tokens), f"{m.generated_tokens / total:.0%}",
+                      str(m.prompt_tokens), str(m.evaluated_tokens), str(m.handoff_tokens), f"{m.seconds:.2f}")
+    console.print(table)
+    console.print(f"switches {st.switches} · finish {st.finish_reason} · wall {st.wall_seconds:.2f} s · "
+                  f"{st.tokens_per_second:.1f} tok/s · seed {result.seed}")
+
+
+def cmd_generate(args) -> int:
+    prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
+    if not prompt.strip():
+        raise RelayGenError("the prompt is empty")
+    _params_from_args(args)  # bad sampling settings fail before models load
+    engine = _engine_from_args(args)
+    if args.math:
+        from .math_tasks import math_prompt
+
+        prompt = math_prompt(prompt)
+    return _run(engine, prompt, args)
+
+
+def cmd_demo(args) -> int:
+    from .math_tasks import load_problems, math_prompt, numeric_match
+
+    data = Path(args.data)
+    problems = load_problems(data, limit=args.index + 1)
+    if args.index >= len(problems):
+        raise RelayGenError(f"{data} has only {len(problems)} problems")
+    problem = problems[args.index]
+    args.temperature = 0.0 if args.temperature is None else args.temperature
+    console = _console()
+    console.print(f"[bold]GSM8K {problem['id']}[/]: {problem['problem']}\n")
+    console.print("[cyan]large model[/] / [magenta]small model[/]\n")
+    engine = _engine_from_args(args)
+    args.json = False
+    params = _params_from_args(args)
+    result = None
+    from rich.text import Text
+
+    for event in engine.stream(math_prompt(problem["problem"]), params):
+        if event.kind == "text":
+            console.print(Text(event.text, style=COLOURS[event.model]), end="", soft_wrap=True)
+        elif event.kind == "done":
+            result = event.result
+    console.print("\n")
+    _print_stats(console, result, engine)
+    ok = numeric_match(result.text, problem["answer"])
+    console.print(f"reference answer {problem['answer']}: [{'green' if ok else 'red'}]{'correct' if ok else 'wrong'}[/]")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .registry import Registry, fetch, is_fetched, model_path, relaygen_home
+
+    reg = Registry.load()
+    if args.action == "list":
+        from rich.table import Table
+
+        table = Table(title=f"models ({reg.path})", title_justify="left")
+        for col in ("name", "role", "fetched", "description"):
+            table.add_column(col, no_wrap=col != "description")
+        for m in reg.models.values():
+            table.add_row(m.name, m.role, "yes" if is_fetched(m) else "no", m.description)
+        console = _console()
+        console.print(table)
+        pairs = Table(title="pairs", title_justify="left")
+        for col in ("name", "large", "small", "profile"):
+            pairs.add_column(col, no_wrap=True)
+        for p in reg.pairs.values():
+            pairs.add_row(p.name + (" (default)" if p.default else ""), p.large, p.small, p.profile or "")
+        console.print(f"cache: {relaygen_home() / 'models'}")
+        console.print(pairs)
+        return 0
+    if not args.name:
+        raise RelayGenError(f"`relaygen models {args.action}` needs a model or pair name")
+    names = [reg.pairs[args.name].large, reg.pairs[args.name].small] if args.name in reg.pairs else [args.name]
+    names = list(dict.fromkeys(names))
+    if args.action == "path":
+        for name in names:
+            path = model_path(reg.model(name))
+            if not path.is_file():
+                raise RelayGenError(f"{name} is not fetched yet: run `relaygen models fetch {name}`")
+            print(path)
+        return 0
+    if args.source and len(names) > 1:
+        raise RelayGenError("--from takes one file: name a single model, not a pair")
+    for name in names:
+        entry = reg.model(name)
+        was = is_fetched(entry)
+        path = fetch(entry, from_file=args.source, progress=sys.stderr.isatty())
+        print(f"{name}: {'already fetched' if was else 'fetched and verified'}: {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="relaygen", description=(
+        "RelayGen: a large model reasons and a small model writes the easy sentences after switch cues. "
+        "Spans by the large model print in cyan, by the small model in magenta."))
+    parser.add_argument("--version", action="version", version=f"relaygen-integrations {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="answer a prompt with a model pair",
+                       description="Answer PROMPT with the relay and print who wrote what, then stats.")
+    g.add_argument("prompt", help="the prompt text ('-' reads standard input)")
+    g.add_argument("--math", action="store_true", help="append the math instruction (answer in \\boxed{})")
+    _add_engine_options(g)
+    g.set_defaults(func=cmd_generate)
+
+    d = sub.add_parser("demo", help="solve one GSM8K problem with the default pair, greedy")
+    d.add_argument("--index", type=int, default=0, help="problem index in the data file (default: 0)")
+    d.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "evals" / "data" / "gsm8k_test.jsonl"))
+    _add_engine_options(d)
+    d.set_defaults(func=cmd_demo, temperature=None)
+
+    m = sub.add_parser("models", help="list, fetch or locate model files")
+    m.add_argument("action", choices=["list", "fetch", "path"])
+    m.add_argument("name", nargs="?", help="a model or pair name from `relaygen models list`")
+    m.add_argument("--from", dest="source", help="fetch: take the file from this local path (verified)")
+    m.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RelayGenError as exc:
+        print(f"relaygen: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("relaygen: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

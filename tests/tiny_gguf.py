@@ -1,0 +1,71 @@
+"""Write tiny random-weight llama GGUF models for exact, fast backend tests (no download needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _byte_pieces() -> list[str]:
+    """GPT-2's byte-to-unicode map: one printable character per byte, as byte-level BPE vocabularies use."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            chars[b] = chr(b)
+        else:
+            chars[b] = chr(256 + extra)
+            extra += 1
+    return [chars[b] for b in range(256)]
+
+
+def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
+                    n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",)) -> Path:
+    """A llama-architecture model with a byte-level vocabulary (256 bytes + merges + 3 specials)."""
+    import gguf
+
+    rng = np.random.default_rng(seed)
+    pieces = _byte_pieces()
+    tokens = pieces + ["".join(m.split(" ")) for m in merges] + ["<s>", "</s>", "<pad>"]
+    types = [gguf.TokenType.NORMAL] * (len(tokens) - 3) + [gguf.TokenType.CONTROL] * 3
+    n_vocab = len(tokens)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(f"tiny-random-{seed}")
+    w.add_context_length(n_ctx)
+    w.add_embedding_length(n_embd)
+    w.add_block_count(n_layer)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(n_embd // n_head)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_file_type(0)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("default")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(list(merges))
+    w.add_bos_token_id(n_vocab - 3)
+    w.add_eos_token_id(n_vocab - 2)
+    w.add_add_bos_token(False)
+
+    def t(name, *shape, scale=0.5):
+        w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))
+
+    t("token_embd.weight", n_vocab, n_embd)
+    w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
+    t("output.weight", n_vocab, n_embd)
+    for i in range(n_layer):
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            t(f"blk.{i}.{name}.weight", n_embd, n_embd, scale=0.2)
+        t(f"blk.{i}.ffn_gate.weight", n_ff, n_embd, scale=0.2)
+        t(f"blk.{i}.ffn_up.weight", n_ff, n_embd, scale=0.2)
+        t(f"blk.{i}.ffn_down.weight", n_embd, n_ff, scale=0.2)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
