@@ -63,7 +63,8 @@ class LlamaCppBackend(Backend):
 
     @property
     def n_ctx(self) -> int:
-        return self.llm.n_ctx()
+        # llama.cpp may round its context up; the Python token buffer keeps the requested size
+        return min(self.llm.n_ctx(), len(self.llm.input_ids))
 
     @property
     def n_vocab(self) -> int:

@@ -41,6 +41,10 @@ class RelayConfig:
     reasoning_end: str | None = None  # e.g. "</think>"; None: the whole output is reasoning
     answer_reserve_tokens: int = 0  # budget kept for the answer stage when reasoning runs long
     handoff: Literal["auto", "ids", "text"] = "auto"
+    # Reusing the previous request's KV cache for a shared prompt prefix saves prompt evaluation, but
+    # evaluating a prompt in different batches rounds logits differently, so greedy output could
+    # then depend on the previous request. Off by default: the same request gives the same text.
+    reuse_prompt_cache: bool = False
 
     def validated(self) -> "RelayConfig":
         if self.mode not in ("relay", "large", "small"):
@@ -169,6 +173,8 @@ class _Run:
             if len(ids) + 1 > backend.n_ctx:
                 raise ConfigError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
                                   f"context window of {backend.n_ctx} tokens")
+            if not self.cfg.reuse_prompt_cache:
+                backend.reset()
             st: ModelStats = getattr(self.stats, role)
             st.prompt_tokens = len(ids)
             self.parts[role] = _Participant(role, backend, ids, st)

@@ -135,7 +135,7 @@ def test_each_backend_evaluates_every_token_once():
 
 
 def test_second_request_reuses_the_cached_prompt_prefix():
-    engine = pair()
+    engine = pair(reuse_prompt_cache=True)
     engine.generate([{"role": "system", "content": "long shared system prompt"}, {"role": "user", "content": "a"}], GREEDY)
     r = engine.generate([{"role": "system", "content": "long shared system prompt"}, {"role": "user", "content": "b"}], GREEDY)
     assert r.stats.large.cached_prompt_tokens == r.stats.large.prompt_tokens - 2  # "b" and the separator differ

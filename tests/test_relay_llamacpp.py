@@ -1,0 +1,89 @@
+"""The whole engine on real GGUF models through llama.cpp."""
+
+import pytest
+
+from relaygen_integrations import ConfigError, RelayConfig, RelayEngine, SamplingParams
+from relaygen_integrations.backends.llamacpp import LlamaCppBackend
+
+GREEDY = SamplingParams(temperature=0, max_tokens=96)
+BUSY_CUES = ["the", "is", "and", "a", "to"]  # fire often, so both models write plenty
+PROMPT = "Explain in three sentences why the sky is blue."
+
+
+@pytest.fixture(scope="module")
+def smol_pair(smollm2_path):
+    def make(**cfg):
+        large = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=2)
+        small = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=2)
+        return RelayEngine(large, small, BUSY_CUES, RelayConfig(**cfg))
+    return make
+
+
+def test_both_models_write_and_each_evaluates_prompt_plus_own_plus_handed_tokens(smol_pair):
+    engine = smol_pair()
+    r = engine.generate(PROMPT, GREEDY)
+    assert r.stats.switches >= 2 and r.stats.large.generated_tokens > 0 and r.stats.small.generated_tokens > 0
+    assert {s.model for s in r.segments} == {"large", "small"}
+    assert "".join(s.text for s in r.segments) == r.text
+    for role in ("large", "small"):
+        backend, st = getattr(engine, role), getattr(r.stats, role)
+        positions = [p for start, n in backend.eval_log for p in range(start, start + n)]
+        assert positions == list(range(len(positions))), f"{role} re-evaluated a position"
+        # the KV invariant: prompt + own output + the other model's segments handed over, nothing more
+        other = r.stats.small if role == "large" else r.stats.large
+        assert st.evaluated_tokens == len(backend.tokens)
+        assert st.prompt_tokens + st.handoff_tokens + st.generated_tokens - st.evaluated_tokens in (0, 1)
+        assert st.handoff_tokens <= other.generated_tokens
+
+
+def test_identical_models_relay_gives_the_single_model_text(tiny_models):
+    """Same weights in both roles: whoever writes, greedy picks the same tokens, so hand-offs are lossless.
+    A tiny random model has wide logit gaps, so batch rounding (see method.md) cannot flip a near-tie."""
+    def make(mode):
+        large = LlamaCppBackend(tiny_models["a"], n_ctx=256, n_threads=2, chat_format="raw")
+        small = LlamaCppBackend(tiny_models["a"], n_ctx=256, n_threads=2, chat_format="raw")
+        from relaygen_integrations.core.profile import load_profile
+        cues = load_profile(list("aeiou"), mode="substring")
+        return RelayEngine(large, small, cues, RelayConfig(mode=mode, min_large_tokens=2))
+    params = SamplingParams(temperature=0, max_tokens=120)
+    relay = make("relay").generate("Once upon a time. There was", params, chat=False)
+    alone = make("large").generate("Once upon a time. There was", params, chat=False)
+    assert relay.stats.switches >= 1 and relay.stats.small.generated_tokens > 0 and relay.stats.large.generated_tokens > 0
+    assert relay.text == alone.text
+
+
+def test_stream_matches_generate(smol_pair):
+    engine = smol_pair()
+    events = list(engine.stream(PROMPT, GREEDY))
+    deltas = [e for e in events if e.kind == "text"]
+    assert "".join(e.text for e in deltas) == events[-1].result.text == engine.generate(PROMPT, GREEDY).text
+    assert {e.model for e in deltas} == {"large", "small"}
+
+
+def test_text_handoff_between_different_vocabularies(smollm2_path, tiny_models):
+    large = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=2, chat_format="raw")
+    small = LlamaCppBackend(tiny_models["b"], n_ctx=512, n_threads=2, chat_format="raw")
+    engine = RelayEngine(large, small, BUSY_CUES)
+    prompt = "Once upon a time, there was a little girl who"
+    r = engine.generate(prompt, SamplingParams(temperature=0, max_tokens=40), chat=False)
+    assert r.stats.handoff == "text" and r.stats.switches >= 1
+    for backend in (large, small):  # each context is the prompt plus the output, in its own tokens
+        context = b"".join(backend.token_bytes(t) for t in backend.tokens).decode("utf-8", "replace")
+        assert context.startswith(prompt)
+        assert r.text.startswith(context[len(prompt):].rstrip("\ufffd"))
+
+
+def test_prompt_longer_than_context_fails_before_evaluation(smollm2_path):
+    large = LlamaCppBackend(smollm2_path, n_ctx=64, n_threads=2)
+    small = LlamaCppBackend(smollm2_path, n_ctx=64, n_threads=2)
+    engine = RelayEngine(large, small)
+    with pytest.raises(ConfigError, match="context window of 64"):
+        engine.generate("word " * 200, GREEDY)
+    assert large.evaluated_tokens == small.evaluated_tokens == 0
+
+
+def test_generation_stops_cleanly_when_the_context_fills(smollm2_path):
+    large = LlamaCppBackend(smollm2_path, n_ctx=64, n_threads=2)
+    small = LlamaCppBackend(smollm2_path, n_ctx=64, n_threads=2)
+    r = RelayEngine(large, small, BUSY_CUES).generate("Count from one to fifty in words.", GREEDY)
+    assert r.stats.finish_reason == "context" and r.text
