@@ -1,0 +1,137 @@
+"""The registry and the fetcher, against a local package index (real pip, no network)."""
+
+import hashlib
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from relaygen_integrations.errors import FetchError, ModelNotFoundError
+from relaygen_integrations.registry import Registry, fetch, is_fetched, model_path
+
+PART1, PART2 = b"GGUF" + b"\x01" * 3000, b"\x02" * 2000
+SHA = hashlib.sha256(PART1 + PART2).hexdigest()
+
+
+def make_wheel(dest: Path, name: str, version: str, member: str, data: bytes) -> Path:
+    """A minimal valid wheel holding one data file, like the model chunk packages on PyPI."""
+    dist = name.replace("-", "_")
+    path = dest / f"{dist}-{version}-py3-none-any.whl"
+    info = f"{dist}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(member, data)
+        zf.writestr(f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        zf.writestr(f"{info}/WHEEL", "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+        zf.writestr(f"{info}/RECORD", "")
+    return path
+
+
+def write_registry(path: Path, sha=SHA, parts=2, extra="") -> Path:
+    path.write_text(f'''
+[models.toy]
+file = "toy.gguf"
+description = "two-part toy"
+[[models.toy.sources]]
+type = "pypi"
+package = "relaygen-toy-part{{n}}==0.1.0"
+member = "relaygen_toy_part{{n}}/data/part{{nn}}.bin"
+parts = {parts}
+size = {len(PART1 + PART2) if parts == 2 else len(PART1)}
+sha256 = "{sha}"
+{extra}
+[pairs.toys]
+large = "toy"
+small = "toy"
+''')
+    return path
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    make_wheel(wheels, "relaygen-toy-part1", "0.1.0", "relaygen_toy_part1/data/part01.bin", PART1)
+    make_wheel(wheels, "relaygen-toy-part2", "0.1.0", "relaygen_toy_part2/data/part02.bin", PART2)
+    monkeypatch.setenv("RELAYGEN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RELAYGEN_PIP_ARGS", f"--no-index --find-links {wheels}")
+    return tmp_path
+
+
+def test_fetch_assembles_verifies_and_is_idempotent(index):
+    entry = Registry.load(write_registry(index / "r.toml")).model("toy")
+    assert not is_fetched(entry)
+    path = fetch(entry, progress=False)
+    assert path == model_path(entry) and path.read_bytes() == PART1 + PART2
+    mtime = path.stat().st_mtime_ns
+    assert fetch(entry, progress=False) == path and path.stat().st_mtime_ns == mtime  # no second download
+    assert not list(path.parent.glob("*.partial"))
+
+
+def test_checksum_mismatch_leaves_nothing_that_looks_complete(index):
+    entry = Registry.load(write_registry(index / "r.toml", sha="0" * 64)).model("toy")
+    with pytest.raises(FetchError, match="sha256"):
+        fetch(entry, progress=False)
+    assert not model_path(entry).exists() and not list(model_path(entry).parent.glob("*.partial"))
+
+
+def test_interrupted_fetch_is_not_taken_for_a_complete_file(index):
+    entry = Registry.load(write_registry(index / "r.toml", parts=3)).model("toy")  # part 3 does not exist
+    with pytest.raises(FetchError, match="part3"):
+        fetch(entry, progress=False)
+    assert not is_fetched(entry)
+    # A process killed mid-write leaves NAME.partial; it never counts as fetched and is overwritten.
+    stale = model_path(entry).with_name("toy.gguf.partial")
+    stale.write_bytes(b"half")
+    entry = Registry.load(write_registry(index / "r.toml")).model("toy")
+    assert not is_fetched(entry)
+    assert fetch(entry, progress=False).read_bytes() == PART1 + PART2 and not stale.exists()
+
+
+def test_offline_message_says_what_is_missing_and_how_to_get_it(index, monkeypatch):
+    monkeypatch.setenv("RELAYGEN_PIP_ARGS", f"--no-index --find-links {index / 'empty'}")
+    entry = Registry.load(write_registry(index / "r.toml")).model("toy")
+    with pytest.raises(FetchError) as err:
+        fetch(entry, progress=False)
+    msg = str(err.value)
+    assert "could not fetch model toy" in msg and "relaygen models fetch toy --from PATH" in msg and SHA in msg
+
+
+def test_fetch_from_a_local_file_is_verified(index):
+    entry = Registry.load(write_registry(index / "r.toml")).model("toy")
+    bad = index / "bad.gguf"
+    bad.write_bytes(b"not the model")
+    with pytest.raises(FetchError, match="sha256"):
+        fetch(entry, from_file=bad, progress=False)
+    good = index / "good.gguf"
+    good.write_bytes(PART1 + PART2)
+    assert fetch(entry, from_file=good, progress=False).read_bytes() == PART1 + PART2
+
+
+def test_cli_models_commands(index):
+    reg = write_registry(index / "r.toml")
+    env = {"RELAYGEN_REGISTRY": str(reg)}
+    run = lambda *a: subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", "models", *a],
+                                    capture_output=True, text=True, env={**__import__("os").environ, **env})
+    missing = run("path", "toy")
+    assert missing.returncode == 2 and "relaygen models fetch toy" in missing.stderr
+    assert missing.stderr.count("\n") == 1 and "Traceback" not in missing.stderr
+    fetched = run("fetch", "toys")
+    assert fetched.returncode == 0, fetched.stderr
+    assert "fetched and verified" in fetched.stdout
+    assert run("fetch", "toy").stdout.startswith("toy: already fetched")
+    assert run("path", "toy").stdout.strip().endswith("toy.gguf")
+    assert "toys" in run("list").stdout
+    unknown = run("fetch", "nope")
+    assert unknown.returncode == 2 and "unknown model 'nope'" in unknown.stderr
+
+
+def test_bundled_registry_has_the_default_pair_and_test_model():
+    reg = Registry.load()
+    pair = reg.pair()
+    assert pair.name == "qwen2.5-coder-1.5b+0.5b" and pair.large == "qwen2.5-coder-1.5b"
+    for name in ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "smollm2-135m"):
+        assert all(s.get("sha256") or s["type"] == "huggingface" for s in reg.model(name).sources)
+    with pytest.raises(ModelNotFoundError, match="known models"):
+        reg.model("gpt-5")
