@@ -40,6 +40,8 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
     r.add_argument("--min-large-tokens", type=int, default=5, help="large-model tokens before a cue may fire")
     r.add_argument("--reasoning-end", help="reasoning-end marker (default: the model's, from the registry)")
+    r.add_argument("--answer-reserve", type=int, default=0,
+                   help="tokens kept for the answer stage if reasoning exhausts the budget (default: 0)")
     s = p.add_argument_group("sampling")
     s.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default: 0.6, as the paper)")
     s.add_argument("--top-p", type=float, default=0.95)
@@ -59,7 +61,7 @@ def _engine_from_args(args):
     profile = args.cues if args.cues else args.profile
     mode = "substring" if args.substring_cues else None
     config = RelayConfig(mode=args.mode, min_large_tokens=args.min_large_tokens, answer_model=args.answer_model,
-                         reasoning_end=args.reasoning_end)
+                         reasoning_end=args.reasoning_end, answer_reserve_tokens=args.answer_reserve)
     config.validated()
     if profile is not None or mode is not None:
         profile = load_profile(profile, mode=mode) if profile is not None else None

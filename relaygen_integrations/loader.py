@@ -41,6 +41,10 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
     marker = entry.reasoning_end
     if marker is None and str(large_name) in registry.models:
         marker = registry.model(str(large_name)).reasoning_end
+    formats = {registry.model(str(n)).chat_format for n in (large_name, small_name) if str(n) in registry.models}
+    if len(formats) > 1:
+        raise ConfigError(f"{large_name} and {small_name} use different chat formats ({' vs '.join(sorted(formats))}), "
+                          "so one cannot continue the other's text")
     config = config or RelayConfig()
     if config.reasoning_end is None and marker:
         config = RelayConfig(**{**config.__dict__, "reasoning_end": marker})

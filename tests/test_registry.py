@@ -135,3 +135,22 @@ def test_bundled_registry_has_the_default_pair_and_test_model():
         assert all(s.get("sha256") or s["type"] == "huggingface" for s in reg.model(name).sources)
     with pytest.raises(ModelNotFoundError, match="known models"):
         reg.model("gpt-5")
+
+
+def test_pair_with_mismatched_chat_formats_fails_before_loading(tmp_path):
+    from relaygen_integrations import ConfigError, load_pair
+
+    reg = tmp_path / "r.toml"
+    reg.write_text('''
+[models.a]
+file = "a.gguf"
+chat_format = "chatml"
+[models.b]
+file = "b.gguf"
+chat_format = "llama3"
+[pairs.ab]
+large = "a"
+small = "b"
+''')
+    with pytest.raises(ConfigError, match="different chat formats"):  # neither file exists: nothing was loaded
+        load_pair("ab", registry_path=reg)
