@@ -1,6 +1,9 @@
 """Large-only vs relay (vs small-only) on GSM8K, methods interleaved per problem so machine noise hits all alike.
 
     python evals/bench_relay.py --limit 10 --methods large,relay
+    python evals/bench_relay.py --methods large,relay:PROFILE_JSON,relay:all-candidates,relay:paper-qwen3
+
+``relay`` uses the pair's default cue profile; ``relay:P`` uses profile P (a built-in name or a JSON file).
 
 Prints a table and writes per-answer records (JSONL) and the table (Markdown) under evals/results/.
 Speed is the ratio of total wall time against large-only, measured in the same run; per-problem
@@ -21,7 +24,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams, load_pair
+from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams, load_pair, load_profile
 from relaygen_integrations.math_tasks import load_problems, math_prompt, numeric_match
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pair", default=None)
     ap.add_argument("--data", default=str(HERE / "data" / "gsm8k_test.jsonl"))
     ap.add_argument("--limit", type=int, default=10)
-    ap.add_argument("--methods", default="large,relay", help="comma list of large, relay, small")
+    ap.add_argument("--methods", default="large,relay", help="comma list of large, small, relay, relay:PROFILE")
+    ap.add_argument("--start", type=int, default=0, help="index of the first problem")
     ap.add_argument("--profile", default=None)
     ap.add_argument("--max-tokens", type=int, default=512)
     ap.add_argument("--threads", type=int, default=None)
@@ -40,15 +44,19 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "relay_vs_large_gsm8k"))
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if "large" not in methods or any(m not in ("large", "relay", "small") for m in methods):
-        ap.error("--methods must include 'large' (the reference) and use only large, relay, small")
+    if "large" not in methods or any(m not in ("large", "small") and m.split(":")[0] != "relay" for m in methods):
+        ap.error("--methods must include 'large' (the reference) and use only large, small, relay, relay:PROFILE")
 
     console = Console()
-    problems = load_problems(args.data, args.limit)
+    problems = load_problems(args.data, args.start + args.limit)[args.start:]
     relay = load_pair(args.pair, profile=args.profile, n_ctx=4096, n_threads=args.threads, progress=True)
-    engines = {m: relay if m == "relay" else RelayEngine(relay.large, relay.small, relay.profile,
-                                                         RelayConfig(**{**relay.config.__dict__, "mode": m}))
-               for m in methods}
+
+    def engine_for(method: str) -> RelayEngine:
+        mode, _, profile = method.partition(":")
+        return RelayEngine(relay.large, relay.small, load_profile(profile) if profile else relay.profile,
+                           RelayConfig(**{**relay.config.__dict__, "mode": mode}))
+
+    engines = {m: engine_for(m) for m in methods}
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens, seed=0)
     records = []
     with Progress(console=console) as progress:
@@ -76,9 +84,10 @@ def main(argv=None) -> int:
     table, rows = summarise(records, methods)
     console.print(table)
     machine = f"{platform.machine()}, {__import__('os').cpu_count()} cores, {platform.python_version()}"
-    md = [f"# {Path(args.data).stem}: first {len(problems)} problems, greedy, max_tokens {args.max_tokens}",
+    md = [f"# {Path(args.data).stem}: problems {args.start}..{args.start + len(problems) - 1}, greedy, "
+          f"max_tokens {args.max_tokens}",
           "", f"Command: `python evals/bench_relay.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
-          f"Machine: {machine}; repeats: {args.repeats}; profile: {relay.profile.name}; run at "
+          f"Machine: {machine}; repeats: {args.repeats}; default profile: {relay.profile.name}; run at "
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", "",
           "| method | correct | total time (s) | speed vs large (total) | per-problem speed: median [IQR] "
           "| tokens by large | switches/answer | tokens/small segment |",
@@ -111,8 +120,8 @@ def summarise(records, methods):
         small = sum(r["small_tokens"] for r in rs)
         row = [m, f"{sum(r['correct'] for r in first)}/{n_problems}", f"{total:.1f}",
                f"{sum(base.values()) / total:.2f}x", f"{q[1]:.2f}x [{q[0]:.2f}-{q[2]:.2f}]",
-               f"{large / tokens:.0%}" if tokens else "-", f"{switches / len(rs):.1f}" if m == "relay" else "-",
-               f"{small / switches:.0f}" if m == "relay" and switches else "-"]
+               f"{large / tokens:.0%}" if tokens else "-", f"{switches / len(rs):.1f}" if m.startswith("relay") else "-",
+               f"{small / switches:.0f}" if m.startswith("relay") and switches else "-"]
         rows.append(row)
         table.add_row(*row)
     return table, rows

@@ -19,7 +19,7 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
-def _add_engine_options(p: argparse.ArgumentParser) -> None:
+def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--pair", help="registry pair (default: the registry's default pair)")
     g.add_argument("--large", help="override the large model: registry name or GGUF path")
@@ -28,49 +28,69 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-ctx", type=int, default=4096, help="context window per model (default: 4096)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: all cores, up to 8)")
     g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+
+
+def _add_cue_options(p: argparse.ArgumentParser, what: str) -> None:
+    r = p.add_argument_group("cues")
+    r.add_argument("--cue", action="append", dest="cues", metavar="CUE", help=f"{what} (repeat for several)")
+    r.add_argument("--substring-cues", action="store_true",
+                   help="match cues as plain substrings (the reference's behaviour; for ablations)")
+
+
+def _add_relay_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("relay")
     r.add_argument("--mode", choices=["relay", "large", "small"], default="relay",
                    help="relay (default), or one model alone as a baseline")
     r.add_argument("--profile", help="cue profile: paper-qwen3, all-candidates, or a profile JSON file")
-    r.add_argument("--cue", action="append", dest="cues", metavar="CUE",
-                   help="a switch cue (repeat for several); replaces the profile")
-    r.add_argument("--substring-cues", action="store_true",
-                   help="match cues as plain substrings (the reference's behaviour; for ablations)")
     r.add_argument("--answer-model", choices=["small", "large"], default="small",
                    help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
     r.add_argument("--min-large-tokens", type=int, default=5, help="large-model tokens before a cue may fire")
     r.add_argument("--reasoning-end", help="reasoning-end marker (default: the model's, from the registry)")
     r.add_argument("--answer-reserve", type=int, default=0,
                    help="tokens kept for the answer stage if reasoning exhausts the budget (default: 0)")
+
+
+def _add_sampling_options(p: argparse.ArgumentParser, temperature: float | None = 0.6, max_tokens: int = 1024) -> None:
     s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=0.6, help="0 = greedy (default: 0.6, as the paper)")
+    s.add_argument("--temperature", type=float, default=temperature, help=f"0 = greedy (default: {temperature})")
     s.add_argument("--top-p", type=float, default=0.95)
     s.add_argument("--top-k", type=int, default=20)
     s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--max-tokens", type=int, default=1024, help="budget for both models together")
+    s.add_argument("--max-tokens", type=int, default=max_tokens, help=f"budget for both models together (default: {max_tokens})")
+
+
+def _add_engine_options(p: argparse.ArgumentParser, temperature: float | None = 0.6) -> None:
+    _add_model_options(p)
+    _add_relay_options(p)
+    _add_cue_options(p, "a switch cue; replaces the profile")
+    _add_sampling_options(p, temperature)
     o = p.add_argument_group("output")
     o.add_argument("--stream", action="store_true", help="print text as it is generated")
     o.add_argument("--json", action="store_true", help="print one JSON record instead of coloured text")
 
 
-def _engine_from_args(args):
+def _engine_from_args(args, mode: str | None = None, use_cues: bool = True):
     from .core.engine import RelayConfig
     from .core.profile import load_profile
     from .loader import load_pair
 
-    profile = args.cues if args.cues else args.profile
-    mode = "substring" if args.substring_cues else None
-    config = RelayConfig(mode=args.mode, min_large_tokens=args.min_large_tokens, answer_model=args.answer_model,
-                         reasoning_end=args.reasoning_end, answer_reserve_tokens=args.answer_reserve)
+    config = RelayConfig(mode=mode or args.mode, min_large_tokens=getattr(args, "min_large_tokens", 5),
+                         answer_model=getattr(args, "answer_model", "small"),
+                         reasoning_end=getattr(args, "reasoning_end", None),
+                         answer_reserve_tokens=getattr(args, "answer_reserve", 0))
     config.validated()
-    if profile is not None or mode is not None:
-        profile = load_profile(profile, mode=mode) if profile is not None else None
-    progress = sys.stderr.isatty() and not args.json
+    profile = getattr(args, "profile", None)
+    if use_cues:
+        profile = args.cues or profile
+        substring = "substring" if args.substring_cues else None
+        if profile is not None or substring:
+            profile = load_profile(profile, mode=substring) if profile is not None else None
+    progress = sys.stderr.isatty() and not getattr(args, "json", False)
     engine = load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
                        config=config, progress=progress, n_ctx=args.n_ctx, n_threads=args.threads,
                        n_gpu_layers=args.gpu_layers)
-    if mode is not None and profile is None:
-        engine.profile = load_profile(engine.profile, mode=mode)
+    if use_cues and args.substring_cues and profile is None:
+        engine.profile = load_profile(engine.profile, mode="substring")
         engine.matcher = engine.profile.matcher()
     return engine
 
@@ -145,7 +165,6 @@ def cmd_demo(args) -> int:
     if args.index >= len(problems):
         raise RelayGenError(f"{data} has only {len(problems)} problems")
     problem = problems[args.index]
-    args.temperature = 0.0 if args.temperature is None else args.temperature
     console = _console()
     console.print(f"[bold]GSM8K {problem['id']}[/]: {problem['problem']}\n")
     console.print("[cyan]large model[/] / [magenta]small model[/]\n")
@@ -210,6 +229,45 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .calibration.run import calibrate, check_writable, resolve_data
+    from .core.sampling import SamplingParams
+    from .registry import Registry, model_path
+
+    out = Path(args.out)
+    check_writable(out)  # fail before loading models
+    if not resolve_data(args.data).is_file():
+        raise RelayGenError(f"data file not found: {args.data}")
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+                            max_tokens=args.max_tokens, seed=args.seed).validated()
+    candidates = args.cues
+    if candidates:
+        from .core.cues import validate_cues
+
+        validate_cues(candidates)
+    engine = _engine_from_args(args, mode="large", use_cues=False)
+    reg = Registry.load()
+    pair = reg.pair(args.pair)
+    models = {}
+    for role, override in (("large", args.large), ("small", args.small)):
+        name = override or getattr(pair, role)
+        path = model_path(reg.model(name)) if name in reg.models else Path(name)
+        sha = next((s.get("sha256") for s in reg.model(name).sources if s.get("sha256")), None) \
+            if name in reg.models else None
+        models[role] = {"name": name, "file": path.name, "sha256": sha}
+    profile = calibrate(engine, data=args.data, out=out, problems=args.problems, start=args.start,
+                        samples=args.samples, seed=args.seed, params=params, candidates=candidates,
+                        mode="substring" if args.substring_cues else "word", threshold=args.threshold,
+                        min_occurrences=args.min_occurrences, traces_path=args.traces, models=models,
+                        progress=sys.stderr.isatty())
+    cost = profile["cost"]
+    print(f"selected {len(profile['cues'])} cues: {', '.join(repr(c) for c in profile['cues'])}")
+    print(f"traces: {cost['trace_tokens']} tokens in {cost['trace_seconds']} s of generation; "
+          f"scored {cost['scored_tokens']} tokens in {cost['wall_seconds_this_run']['margins']} s")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaygen", description=(
         "RelayGen: a large model reasons and a small model writes the easy sentences after switch cues. "
@@ -227,8 +285,24 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="solve one GSM8K problem with the default pair, greedy")
     d.add_argument("--index", type=int, default=0, help="problem index in the data file (default: 0)")
     d.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "evals" / "data" / "gsm8k_test.jsonl"))
-    _add_engine_options(d)
-    d.set_defaults(func=cmd_demo, temperature=None)
+    _add_engine_options(d, temperature=0.0)
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("calibrate", help="pick a pair's switch cues from the small model's margins",
+                       description="The large model writes traces; the small model is teacher-forced over them; "
+                                   "cues after which the small model is more confident than elsewhere are selected.")
+    c.add_argument("--data", default="gsm8k", help="data file (JSONL with id, problem, answer) or 'gsm8k'")
+    c.add_argument("--start", type=int, default=0, help="index of the first problem to use")
+    c.add_argument("--problems", type=int, default=40, help="number of problems (default: 40)")
+    c.add_argument("--samples", type=int, default=4, help="traces per problem (default: 4)")
+    c.add_argument("--out", required=True, help="profile JSON to write (plot: same name, .png)")
+    c.add_argument("--traces", help="trace store (default: OUT with .traces.jsonl); reused and resumed")
+    c.add_argument("--threshold", type=float, default=0.0, help="select cues with delta > this (default: 0)")
+    c.add_argument("--min-occurrences", type=int, default=5, help="occurrences a cue needs (default: 5)")
+    _add_model_options(c)
+    _add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
+    _add_sampling_options(c, max_tokens=512)
+    c.set_defaults(func=cmd_calibrate, seed=0)
 
     m = sub.add_parser("models", help="list, fetch or locate model files")
     m.add_argument("action", choices=["list", "fetch", "path"])

@@ -49,8 +49,10 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
     if config.reasoning_end is None and marker:
         config = RelayConfig(**{**config.__dict__, "reasoning_end": marker})
     config.validated()
-    from .core.profile import load_profile
+    from .core.profile import BUILTIN_PROFILES, load_profile
 
+    if profile is None and entry.profile and entry.profile not in BUILTIN_PROFILES:
+        profile = registry.path.parent / entry.profile  # profile files live beside the registry
     cue_profile = load_profile(profile if profile is not None else entry.profile)
     large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
     small_backend = load_backend(small_name, backend, registry, progress, **backend_options)

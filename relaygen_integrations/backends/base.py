@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import probability_margin
+from ..core.sampling import probability_margin, probability_margins
 
 
 class Backend(ABC):
@@ -105,6 +105,20 @@ class Backend(ABC):
     def margin(self) -> float:
         """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
         return probability_margin(self.logits())
+
+    def position_margins(self, context: Sequence[int], first: int) -> np.ndarray:
+        """Teacher forcing: the margin of the next-token distribution that predicts each of
+        ``context[first:]`` (so ``len(context) - first`` values). Backends override this with one batched
+        evaluation that keeps all positions' logits; this fallback decodes token by token."""
+        if not 0 < first <= len(context):
+            raise ValueError("first must be in 1..len(context)")
+        self.reset()
+        self.sync(context[:first])
+        out = [probability_margins(self.logits()[None, :])[0]]
+        for i in range(first + 1, len(context)):
+            self.sync(context[:i])
+            out.append(self.margin())
+        return np.asarray(out[: len(context) - first], dtype=np.float64)
 
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""

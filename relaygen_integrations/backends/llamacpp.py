@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.sampling import probability_margins
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend
 
@@ -98,6 +99,42 @@ class LlamaCppBackend(Backend):
     def logits(self) -> np.ndarray:
         ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
+
+    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
+        """All margins in batched evaluations that keep logits only for the positions needed."""
+        if not 0 < first <= len(context) <= self.n_ctx:
+            raise ValueError("need 0 < first <= len(context) <= n_ctx")
+        self.reset()
+        need_from = first - 1  # the logits at position i predict token i + 1
+        chunk = min(chunk, self.llm.n_batch)
+        margins = []
+        pos = 0
+        batch, ctx = self.llm._batch, self.llm._ctx
+        ctx.kv_cache_seq_rm(-1, 0, -1)  # this path decodes directly, so it clears the cache itself
+        while pos < len(context) - 1:
+            end = min(len(context) - 1, pos + chunk)
+            if end <= need_from:  # prompt part: no logits kept
+                batch.set_batch(batch=list(context[pos:end]), n_past=pos, logits_all=False)
+                ctx.decode(batch)
+            else:
+                start_out = max(pos, need_from)
+                if start_out > pos:  # split so that one batch keeps logits for every position
+                    end = start_out
+                    batch.set_batch(batch=list(context[pos:end]), n_past=pos, logits_all=False)
+                    ctx.decode(batch)
+                else:
+                    batch.set_batch(batch=list(context[pos:end]), n_past=pos, logits_all=True)
+                    ctx.decode(batch)
+                    block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(end - pos, self._n_vocab))
+                    margins.append(probability_margins(block))
+            self.llm.input_ids[pos:end] = context[pos:end]
+            pos = end
+            self.llm.n_tokens = end
+        self.tokens = list(context[:pos])
+        self.evaluated_tokens += pos
+        self.eval_calls += 1
+        self.eval_log.append((0, pos))
+        return np.concatenate(margins) if margins else np.zeros(0)
 
     def reset(self) -> None:
         super().reset()

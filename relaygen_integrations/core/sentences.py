@@ -16,8 +16,14 @@ _PENDING = re.compile(r"[.!?]$")
 
 def find_sentence_end(text: str, start: int = 0, final: bool = False) -> int | None:
     """Index just past the first sentence end at or after ``start``, or None."""
+    span = sentence_end_span(text, start, final)
+    return span[1] if span else None
+
+
+def sentence_end_span(text: str, start: int = 0, final: bool = False) -> tuple[int, int] | None:
+    """(start, end) of the first sentence-end mark at or after ``start``, or None."""
     m = (_END_FINAL if final else _END).search(text, start)
-    return m.end() if m else None
+    return m.span() if m else None
 
 
 def ends_on_open_mark(text: str) -> bool:

@@ -1,0 +1,119 @@
+"""The calibration pipeline behind ``relaygen calibrate``: traces, margins, table, selection, profile, plot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from ..core.cues import REFERENCE_CANDIDATES, MatchMode, validate_cues
+from ..core.engine import RelayEngine
+from ..core.sampling import SamplingParams
+from ..errors import ConfigError
+from ..math_tasks import load_problems, math_prompt
+from .margins import teacher_force
+from .plot import plot_cue_table
+from .table import cue_table, select_cues
+from .traces import check_problems, generate_traces
+
+DATA_NAMES = {"gsm8k": "gsm8k_test.jsonl"}
+
+
+def resolve_data(data: str | Path) -> Path:
+    """A data file path, or a vendored data set name (``gsm8k``)."""
+    if str(data) in DATA_NAMES:
+        return Path(__file__).resolve().parents[2] / "evals" / "data" / DATA_NAMES[str(data)]
+    return Path(data)
+
+
+def check_writable(path: Path) -> None:
+    path = path.resolve()
+    parent = path.parent
+    if not parent.is_dir():
+        raise ConfigError(f"cannot write {path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError(f"cannot write {path}: permission denied")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problems: int = 40, start: int = 0,
+              samples: int = 4, seed: int = 0, params: SamplingParams | None = None,
+              candidates: list[str] | None = None, mode: MatchMode = "word", threshold: float = 0.0,
+              min_occurrences: int = 5, traces_path: str | Path | None = None, models: dict | None = None,
+              plot: bool = True, progress: bool = True) -> dict:
+    """Run the whole calibration and write the profile JSON (atomically) and its plot. Returns the profile."""
+    out = Path(out)
+    check_writable(out)
+    data_path = resolve_data(data)
+    if start < 0 or problems <= 0 or samples <= 0:
+        raise ConfigError("--start must be >= 0, --problems and --samples > 0")
+    chosen = check_problems(load_problems(data_path, start + problems)[start:])
+    candidates = list(validate_cues(candidates or REFERENCE_CANDIDATES))
+    params = (params or SamplingParams(temperature=0.6, top_p=0.95, top_k=20, max_tokens=512, seed=seed)).validated()
+    traces_path = Path(traces_path) if traces_path else out.with_suffix(".traces.jsonl")
+    check_writable(traces_path)
+    models = models or {}
+    large_name = models.get("large", {}).get("name", str(getattr(engine.large, "path", "large")))
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn())
+    t0 = time.perf_counter()
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("1/2 large model writes traces", total=len(chosen) * samples)
+        traces = generate_traces(engine, chosen, samples, seed, params, traces_path, large_name,
+                                 on_trace=lambda rec, reused: bar.advance(task))
+    t_traces = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    scored = []
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("2/2 small model scores them", total=len(traces))
+        for rec in traces:
+            prompt = engine.small.chat_prompt([{"role": "user", "content": math_prompt(rec["problem"])}])
+            scored.append(teacher_force(engine.small, prompt, rec["trace"]))
+            bar.advance(task)
+    t_margins = time.perf_counter() - t1
+    rows, overall = cue_table(scored, candidates, mode)
+    selected = select_cues(rows, threshold, min_occurrences)
+    if not selected:
+        raise ConfigError("no cue passed the selection (delta > threshold with enough occurrences); "
+                          "the profile was not written. Lower --min-occurrences or use more traces")
+    profile = {
+        "name": out.stem,
+        "cues": selected,
+        "matching": mode,
+        "selection": {"threshold": threshold, "min_occurrences": min_occurrences, "rule": "delta > threshold"},
+        "overall_mean_margin": overall,
+        "table": [r.to_dict() for r in sorted(rows, key=lambda r: (r.delta != r.delta, -(r.delta if r.delta == r.delta else 0)))],
+        "models": models,
+        "data": {"file": data_path.name, "sha256": _sha256(data_path), "start": start, "problems": len(chosen),
+                 "problem_ids": [p["id"] for p in chosen]},
+        "samples": samples,
+        "seed": seed,
+        "sampling": {k: v for k, v in asdict(params).items() if k not in ("seed", "stop")},
+        "cost": {"trace_seconds": round(sum(r["seconds"] for r in traces), 1),
+                 "wall_seconds_this_run": {"traces": round(t_traces, 1), "margins": round(t_margins, 1)},
+                 "trace_tokens": sum(r["tokens"] for r in traces),
+                 "scored_tokens": int(sum(len(s.margins) for s in scored)),
+                 "truncated_traces": sum(s.truncated for s in scored)},
+        "traces_file": traces_path.name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    tmp = out.with_name(out.name + ".partial")
+    tmp.write_text(json.dumps(profile, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)  # a failed run above never touches an existing good profile
+    if plot:
+        plot_cue_table(rows, overall, out.with_suffix(".png"),
+                       f"{out.stem}: {len(traces)} traces, {len(selected)} of {len(candidates)} cues selected")
+    return profile
