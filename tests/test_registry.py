@@ -154,3 +154,13 @@ small = "b"
 ''')
     with pytest.raises(ConfigError, match="different chat formats"):  # neither file exists: nothing was loaded
         load_pair("ab", registry_path=reg)
+
+
+def test_default_pair_ships_a_calibrated_profile_that_loads():
+    from relaygen_integrations.core.profile import load_profile
+
+    reg = Registry.load()
+    pair = reg.pair()
+    profile = load_profile(reg.path.parent / pair.profile)
+    assert profile.mode == "word" and 5 <= len(profile.cues) < 91
+    assert (reg.path.parent / pair.profile).with_suffix(".png").is_file()
