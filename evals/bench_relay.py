@@ -18,13 +18,14 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams, load_pair, load_profile
+from relaygen_integrations import RelayEngine, SamplingParams, load_pair, load_profile
 from relaygen_integrations.math_tasks import load_problems, math_prompt, numeric_match
 
 HERE = Path(__file__).resolve().parent
@@ -42,7 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=1, help="repeat the whole interleaved pass (timing only)")
     ap.add_argument("--out", default=str(HERE / "results" / "relay_vs_large_gsm8k"))
+    ap.add_argument("--summarise", metavar="JSONL", help="only re-summarise a results file: all passes, then each")
     args = ap.parse_args(argv)
+    if args.summarise:
+        return resummarise(Path(args.summarise))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if "large" not in methods or any(m not in ("large", "small") and m.split(":")[0] != "relay" for m in methods):
         ap.error("--methods must include 'large' (the reference) and use only large, small, relay, relay:PROFILE")
@@ -54,7 +58,7 @@ def main(argv=None) -> int:
     def engine_for(method: str) -> RelayEngine:
         mode, _, profile = method.partition(":")
         return RelayEngine(relay.large, relay.small, load_profile(profile) if profile else relay.profile,
-                           RelayConfig(**{**relay.config.__dict__, "mode": mode}))
+                           replace(relay.config, mode=mode))
 
     engines = {m: engine_for(m) for m in methods}
     params = SamplingParams(temperature=0, max_tokens=args.max_tokens, seed=0)
@@ -98,6 +102,19 @@ def main(argv=None) -> int:
     return 0
 
 
+def resummarise(path: Path) -> int:
+    """Print the summary of a finished run, over all passes and for each pass alone (to spot a disturbed one)."""
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    methods = list(dict.fromkeys(r["method"] for r in records))
+    console = Console()
+    console.print(summarise(records, methods)[0])
+    for rep in sorted({r["repeat"] for r in records}):
+        table, _ = summarise([r for r in records if r["repeat"] == rep], methods)
+        table.title = f"pass {rep + 1} alone"
+        console.print(table)
+    return 0
+
+
 def summarise(records, methods):
     table = Table(title="relay benchmark")
     cols = ["method", "correct", "total time (s)", "speed vs large (total)", "per-problem speed: median [IQR]",
@@ -110,7 +127,7 @@ def summarise(records, methods):
     rows = []
     for m in methods:
         rs = by[m]
-        first = [r for r in rs if r["repeat"] == 0]
+        first = [r for r in rs if r["repeat"] == min(x["repeat"] for x in rs)]  # greedy: every pass answers alike
         total = sum(r["wall_s"] for r in rs)
         ratios = sorted(base[(r["repeat"], r["id"])] / r["wall_s"] for r in rs)
         q = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3

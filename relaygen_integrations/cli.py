@@ -71,28 +71,19 @@ def _add_engine_options(p: argparse.ArgumentParser, temperature: float | None = 
 
 def _engine_from_args(args, mode: str | None = None, use_cues: bool = True):
     from .core.engine import RelayConfig
-    from .core.profile import load_profile
-    from .loader import load_pair
+    from .loader import load_pair  # resolves the profile before it loads any model
 
     config = RelayConfig(mode=mode or args.mode, min_large_tokens=getattr(args, "min_large_tokens", 5),
                          answer_model=getattr(args, "answer_model", "small"),
                          reasoning_end=getattr(args, "reasoning_end", None),
                          answer_reserve_tokens=getattr(args, "answer_reserve", 0))
     config.validated()
-    profile = getattr(args, "profile", None)
-    if use_cues:
-        profile = args.cues or profile
-        substring = "substring" if args.substring_cues else None
-        if profile is not None or substring:
-            profile = load_profile(profile, mode=substring) if profile is not None else None
+    profile = (args.cues or args.profile) if use_cues else None
+    matching = "substring" if use_cues and args.substring_cues else None
     progress = sys.stderr.isatty() and not getattr(args, "json", False)
-    engine = load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
-                       config=config, progress=progress, n_ctx=args.n_ctx, n_threads=args.threads,
-                       n_gpu_layers=args.gpu_layers)
-    if use_cues and args.substring_cues and profile is None:
-        engine.profile = load_profile(engine.profile, mode="substring")
-        engine.matcher = engine.profile.matcher()
-    return engine
+    return load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
+                     cue_matching=matching, config=config, progress=progress, n_ctx=args.n_ctx,
+                     n_threads=args.threads, n_gpu_layers=args.gpu_layers)
 
 
 def _params_from_args(args):
@@ -102,26 +93,34 @@ def _params_from_args(args):
                           max_tokens=args.max_tokens).validated()
 
 
-def _run(engine, prompt: str, args) -> int:
+def _print_run(console, engine, prompt: str, params, live: bool):
+    """Run the engine; print each delta in its model's colour as it comes (live) or all at the end."""
     from rich.text import Text
 
-    params = _params_from_args(args)
-    console = _console()
     result = None
     for event in engine.stream(prompt, params):
-        if event.kind == "text" and args.stream and not args.json:
+        if event.kind == "text" and live:
             console.print(Text(event.text, style=COLOURS[event.model]), end="", soft_wrap=True)
         elif event.kind == "done":
             result = event.result
-    if args.json:
-        record = {"prompt": prompt, "profile": engine.profile.name, "mode": engine.config.mode, **result.to_dict()}
-        print(json.dumps(record, ensure_ascii=False, indent=2))
-        return 0
-    if not args.stream:
+    if not live:
         text = Text()
         for seg in result.segments:
             text.append(seg.text, style=COLOURS[seg.model])
-        console.print(text, soft_wrap=True)
+        console.print(text, soft_wrap=True, end="")
+    console.print()
+    return result
+
+
+def _run(engine, prompt: str, args) -> int:
+    params = _params_from_args(args)
+    console = _console()
+    if args.json:
+        result = engine.generate(prompt, params)
+        record = {"prompt": prompt, "profile": engine.profile.name, "mode": engine.config.mode, **result.to_dict()}
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+        return 0
+    result = _print_run(console, engine, prompt, params, live=args.stream)
     console.print()
     _print_stats(console, result, engine)
     return 0
@@ -168,18 +167,10 @@ def cmd_demo(args) -> int:
     console = _console()
     console.print(f"[bold]GSM8K {problem['id']}[/]: {problem['problem']}\n")
     console.print("[cyan]large model[/] / [magenta]small model[/]\n")
-    engine = _engine_from_args(args)
-    args.json = False
     params = _params_from_args(args)
-    result = None
-    from rich.text import Text
-
-    for event in engine.stream(math_prompt(problem["problem"]), params):
-        if event.kind == "text":
-            console.print(Text(event.text, style=COLOURS[event.model]), end="", soft_wrap=True)
-        elif event.kind == "done":
-            result = event.result
-    console.print("\n")
+    engine = _engine_from_args(args)
+    result = _print_run(console, engine, math_prompt(problem["problem"]), params, live=True)
+    console.print()
     _print_stats(console, result, engine)
     ok = numeric_match(result.text, problem["answer"])
     console.print(f"reference answer {problem['answer']}: [{'green' if ok else 'red'}]{'correct' if ok else 'wrong'}[/]")

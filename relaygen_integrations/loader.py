@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
 
 
 def load_pair(pair: str | None = None, *, large: str | Path | None = None, small: str | Path | None = None,
-              backend: str = "llamacpp", profile: Any = None, config: RelayConfig | None = None,
+              backend: str = "llamacpp", profile: Any = None, cue_matching: str | None = None,
+              config: RelayConfig | None = None,
               progress: bool = False, registry_path: str | Path | None = None, **backend_options: Any) -> RelayEngine:
     """Build a RelayEngine for a registry pair (default: the registry's default pair).
 
@@ -47,13 +49,15 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
                           "so one cannot continue the other's text")
     config = config or RelayConfig()
     if config.reasoning_end is None and marker:
-        config = RelayConfig(**{**config.__dict__, "reasoning_end": marker})
+        config = replace(config, reasoning_end=marker)
     config.validated()
     from .core.profile import BUILTIN_PROFILES, load_profile
 
-    if profile is None and entry.profile and entry.profile not in BUILTIN_PROFILES:
-        profile = registry.path.parent / entry.profile  # profile files live beside the registry
-    cue_profile = load_profile(profile if profile is not None else entry.profile)
+    if profile is None:
+        profile = entry.profile
+        if profile and profile not in BUILTIN_PROFILES:
+            profile = registry.path.parent / profile  # profile files live beside the registry
+    cue_profile = load_profile(profile, mode=cue_matching)
     large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
     small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
     return RelayEngine(large_backend, small_backend, cue_profile, config)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import probability_margin, probability_margins
+from ..core.sampling import probability_margin
 
 
 class Backend(ABC):
@@ -80,7 +80,7 @@ class Backend(ABC):
         if not context:
             raise ValueError("cannot evaluate an empty context")
         n = len(self.tokens)
-        if len(context) >= n and list(context[:n]) == self.tokens:
+        if len(context) >= n and context[:n] == self.tokens:  # lists compare in C; other sequences take the loop
             keep = n
         else:
             keep = 0
@@ -96,11 +96,15 @@ class Backend(ABC):
         new = list(context[keep:])
         if new:
             self._evaluate(new)
-            self.eval_log.append((keep, len(new)))
-            self.tokens.extend(new)
-            self.evaluated_tokens += len(new)
-            self.eval_calls += 1
+            self._record(new)
         return len(new)
+
+    def _record(self, new: list[int]) -> None:
+        """Bookkeeping for tokens just appended to the KV cache."""
+        self.eval_log.append((len(self.tokens), len(new)))
+        self.tokens.extend(new)
+        self.evaluated_tokens += len(new)
+        self.eval_calls += 1
 
     def margin(self) -> float:
         """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
@@ -108,17 +112,16 @@ class Backend(ABC):
 
     def position_margins(self, context: Sequence[int], first: int) -> np.ndarray:
         """Teacher forcing: the margin of the next-token distribution that predicts each of
-        ``context[first:]`` (so ``len(context) - first`` values). Backends override this with one batched
-        evaluation that keeps all positions' logits; this fallback decodes token by token."""
+        ``context[first:]``. Backends override this with batched evaluations that keep every position's
+        logits; this fallback decodes token by token."""
         if not 0 < first <= len(context):
             raise ValueError("first must be in 1..len(context)")
         self.reset()
-        self.sync(context[:first])
-        out = [probability_margins(self.logits()[None, :])[0]]
-        for i in range(first + 1, len(context)):
+        out = []
+        for i in range(first, len(context)):
             self.sync(context[:i])
             out.append(self.margin())
-        return np.asarray(out[: len(context) - first], dtype=np.float64)
+        return np.asarray(out, dtype=np.float64)
 
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""

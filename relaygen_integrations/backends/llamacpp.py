@@ -101,39 +101,24 @@ class LlamaCppBackend(Backend):
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
     def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
-        """All margins in batched evaluations that keep logits only for the positions needed."""
+        """The prompt is evaluated as usual; the rest in batches that keep the logits of every position."""
         if not 0 < first <= len(context) <= self.n_ctx:
             raise ValueError("need 0 < first <= len(context) <= n_ctx")
         self.reset()
-        need_from = first - 1  # the logits at position i predict token i + 1
-        chunk = min(chunk, self.llm.n_batch)
-        margins = []
-        pos = 0
+        if first > 1:
+            self.sync(context[: first - 1])  # the logits at position i predict token i + 1
         batch, ctx = self.llm._batch, self.llm._ctx
-        ctx.kv_cache_seq_rm(-1, 0, -1)  # this path decodes directly, so it clears the cache itself
-        while pos < len(context) - 1:
-            end = min(len(context) - 1, pos + chunk)
-            if end <= need_from:  # prompt part: no logits kept
-                batch.set_batch(batch=list(context[pos:end]), n_past=pos, logits_all=False)
-                ctx.decode(batch)
-            else:
-                start_out = max(pos, need_from)
-                if start_out > pos:  # split so that one batch keeps logits for every position
-                    end = start_out
-                    batch.set_batch(batch=list(context[pos:end]), n_past=pos, logits_all=False)
-                    ctx.decode(batch)
-                else:
-                    batch.set_batch(batch=list(context[pos:end]), n_past=pos, logits_all=True)
-                    ctx.decode(batch)
-                    block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(end - pos, self._n_vocab))
-                    margins.append(probability_margins(block))
-            self.llm.input_ids[pos:end] = context[pos:end]
-            pos = end
-            self.llm.n_tokens = end
-        self.tokens = list(context[:pos])
-        self.evaluated_tokens += pos
-        self.eval_calls += 1
-        self.eval_log.append((0, pos))
+        ctx.kv_cache_seq_rm(-1, self.llm.n_tokens, -1)  # the loop decodes directly: drop stale cells here
+        margins, step = [], min(chunk, self.llm.n_batch)
+        for pos in range(first - 1, len(context) - 1, step):
+            part = list(context[pos: min(len(context) - 1, pos + step)])
+            batch.set_batch(batch=part, n_past=pos, logits_all=True)
+            ctx.decode(batch)
+            block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(part), self._n_vocab))
+            margins.append(probability_margins(block))
+            self.llm.input_ids[pos: pos + len(part)] = part
+            self.llm.n_tokens = pos + len(part)
+            self._record(part)
         return np.concatenate(margins) if margins else np.zeros(0)
 
     def reset(self) -> None:

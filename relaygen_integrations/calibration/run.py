@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict
@@ -14,10 +14,11 @@ from ..core.engine import RelayEngine
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError
 from ..math_tasks import load_problems, math_prompt
+from ..registry import sha256_file
 from .margins import teacher_force
 from .plot import plot_cue_table
 from .table import cue_table, select_cues
-from .traces import check_problems, generate_traces
+from .traces import generate_traces
 
 DATA_NAMES = {"gsm8k": "gsm8k_test.jsonl"}
 
@@ -38,14 +39,6 @@ def check_writable(path: Path) -> None:
         raise ConfigError(f"cannot write {path}: permission denied")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problems: int = 40, start: int = 0,
               samples: int = 4, seed: int = 0, params: SamplingParams | None = None,
               candidates: list[str] | None = None, mode: MatchMode = "word", threshold: float = 0.0,
@@ -57,7 +50,9 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     data_path = resolve_data(data)
     if start < 0 or problems <= 0 or samples <= 0:
         raise ConfigError("--start must be >= 0, --problems and --samples > 0")
-    chosen = check_problems(load_problems(data_path, start + problems)[start:])
+    chosen = load_problems(data_path, start + problems)[start:]
+    if not chosen:
+        raise ConfigError(f"{data_path} has no problems from index {start}")
     candidates = list(validate_cues(candidates or REFERENCE_CANDIDATES))
     params = (params or SamplingParams(temperature=0.6, top_p=0.95, top_k=20, max_tokens=512, seed=seed)).validated()
     traces_path = Path(traces_path) if traces_path else out.with_suffix(".traces.jsonl")
@@ -95,9 +90,9 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
         "matching": mode,
         "selection": {"threshold": threshold, "min_occurrences": min_occurrences, "rule": "delta > threshold"},
         "overall_mean_margin": overall,
-        "table": [r.to_dict() for r in sorted(rows, key=lambda r: (r.delta != r.delta, -(r.delta if r.delta == r.delta else 0)))],
+        "table": [r.to_dict() for r in sorted(rows, key=lambda r: math.inf if math.isnan(r.delta) else -r.delta)],
         "models": models,
-        "data": {"file": data_path.name, "sha256": _sha256(data_path), "start": start, "problems": len(chosen),
+        "data": {"file": data_path.name, "sha256": sha256_file(data_path), "start": start, "problems": len(chosen),
                  "problem_ids": [p["id"] for p in chosen]},
         "samples": samples,
         "seed": seed,

@@ -7,13 +7,12 @@ reuses every stored record whose settings match and generates only the missing o
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
-from ..core.engine import RelayConfig, RelayEngine
+from ..core.engine import RelayEngine
 from ..core.sampling import SamplingParams
-from ..errors import ConfigError
 from ..math_tasks import math_prompt
 
 
@@ -49,8 +48,7 @@ def generate_traces(engine: RelayEngine, problems: list[dict], samples: int, see
                     path: Path, large_name: str, on_trace: Callable[[dict, bool], None] | None = None) -> list[dict]:
     """Traces for every (problem, sample), reusing those already stored in ``path``."""
     if engine.config.mode != "large":
-        engine = RelayEngine(engine.large, engine.small, engine.profile,
-                             RelayConfig(**{**engine.config.__dict__, "mode": "large"}))
+        engine = RelayEngine(engine.large, engine.small, engine.profile, replace(engine.config, mode="large"))
     key = settings_key(params, large_name)
     stored = {(r["id"], r["sample"]): r for r in load_traces(path) if r.get("settings") == key}
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,7 +62,7 @@ def generate_traces(engine: RelayEngine, problems: list[dict], samples: int, see
                         on_trace(out[-1], True)
                     continue
                 s = sample_seed(seed, index, k)
-                r = engine.generate(math_prompt(prob["problem"]), SamplingParams(**{**asdict(params), "seed": s}))
+                r = engine.generate(math_prompt(prob["problem"]), replace(params, seed=s))
                 rec = {"id": prob["id"], "sample": k, "seed": s, "problem": prob["problem"], "trace": r.text,
                        "tokens": r.stats.generated_tokens, "seconds": r.stats.wall_seconds,
                        "finish": r.stats.finish_reason, "settings": key}
@@ -74,10 +72,3 @@ def generate_traces(engine: RelayEngine, problems: list[dict], samples: int, see
                 if on_trace:
                     on_trace(rec, False)
     return out
-
-
-def check_problems(problems: Iterable[dict]) -> list[dict]:
-    problems = list(problems)
-    if not problems:
-        raise ConfigError("no calibration problems selected")
-    return problems

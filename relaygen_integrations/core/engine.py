@@ -331,12 +331,12 @@ class _Run:
                             self.stats.cues_fired[hit.cue] = self.stats.cues_fired.get(hit.cue, 0) + 1
                             active, segment_start, awaiting_boundary = "small", len(self.text), False
                             yield RelayEvent("switch", "small", self.stage, cue=hit.cue)
-                else:
-                    if find_sentence_end(self.text, segment_start) is not None:
+                else:  # only the new text (and the character before it) can complete a sentence end
+                    if find_sentence_end(self.text, max(segment_start, before - 1)) is not None:
                         active, large_run, awaiting_boundary = "large", 0, False
                         yield RelayEvent("switch", "large", self.stage)
                     else:
-                        awaiting_boundary = ends_on_open_mark(self.text[segment_start:])
+                        awaiting_boundary = len(self.text) > segment_start and ends_on_open_mark(self.text)
         except _ContextFull:
             finish = "context"
         # Bytes of a character that never completed (the budget ran out inside it) are dropped:

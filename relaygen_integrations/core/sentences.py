@@ -11,7 +11,6 @@ import re
 
 _END = re.compile(r"[.!?](?=\s)|\n\n")
 _END_FINAL = re.compile(r"[.!?](?=\s|$)|\n\n")
-_PENDING = re.compile(r"[.!?]$")
 
 
 def find_sentence_end(text: str, start: int = 0, final: bool = False) -> int | None:
@@ -28,4 +27,4 @@ def sentence_end_span(text: str, start: int = 0, final: bool = False) -> tuple[i
 
 def ends_on_open_mark(text: str) -> bool:
     """True when the text ends on a mark whose meaning depends on the next character."""
-    return bool(_PENDING.search(text))
+    return text[-1:] in (".", "!", "?")

@@ -19,10 +19,10 @@ def test_greedy_is_argmax():
 def test_same_seed_same_tokens_and_top_k_is_respected():
     logits = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
     params = SamplingParams(temperature=1.0, top_k=5, top_p=1.0, seed=7).validated()
-    a = [Sampler(params)(logits) for _ in range(1)]
+    first = Sampler(params)(logits)
     s1, s2 = Sampler(params), Sampler(params)
     draws1, draws2 = [s1(logits) for _ in range(200)], [s2(logits) for _ in range(200)]
-    assert draws1 == draws2 and a[0] == draws1[0]
+    assert draws1 == draws2 and first == draws1[0]
     assert set(draws1) <= set(np.argsort(-logits)[:5].tolist())
     assert len(set(draws1)) > 1
 
