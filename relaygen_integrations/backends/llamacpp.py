@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Sequence
@@ -77,7 +78,14 @@ class LlamaCppBackend(Backend):
         return self.llm.tokenize(text, add_bos=add_bos, special=special)
 
     def token_bytes(self, token: int) -> bytes:
-        return self.llm.detokenize([token], special=True)
+        # Not Llama.detokenize: its fixed 32-byte buffer silently returns b"" for longer pieces
+        # (runs of spaces in code), which would drop text from the output.
+        buf = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, True)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, True)
+        return buf.raw[:n]
 
     def token_text(self, token: int) -> bytes:
         return llama_cpp.llama_vocab_get_text(self._vocab, token) or b""

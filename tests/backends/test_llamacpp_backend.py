@@ -59,6 +59,12 @@ def test_smollm2_chat_template_special_tokens_and_end_of_generation(smollm2_path
     assert b.is_end_of_generation(im_end[0]) and not b.is_end_of_generation(ids[-1])
     text = "café — 3.5 €"
     assert b"".join(b.token_bytes(t) for t in b.tokenize(text.encode())) == text.encode()
+    # regression: pieces longer than 32 bytes (runs of spaces in code) came back empty from
+    # llama-cpp-python's detokenize, silently dropping them from the output
+    indent = "\n" + " " * 48
+    ids = b.tokenize(indent.encode())
+    assert any(len(b.token_bytes(t)) > 32 for t in ids)
+    assert b"".join(b.token_bytes(t) for t in ids) == indent.encode()
 
 
 def test_bad_model_inputs(tmp_path, tiny_models):
