@@ -4,7 +4,7 @@ from .core.engine import RelayConfig, RelayEngine
 from .core.events import RelayEvent, RelayResult, RelayStats, Segment
 from .core.profile import CueProfile, load_profile
 from .core.sampling import SamplingParams
-from .errors import ConfigError, FetchError, ModelNotFoundError, RelayGenError
+from .errors import ConfigError, FetchError, ModelNotFoundError, RelayGenError, ServerError
 
 __version__ = "0.1.0"
 
@@ -19,5 +19,5 @@ def load_pair(*args, **kwargs) -> RelayEngine:
 __all__ = [
     "RelayConfig", "RelayEngine", "RelayEvent", "RelayResult", "RelayStats", "Segment", "CueProfile",
     "load_profile", "SamplingParams", "ConfigError", "FetchError", "ModelNotFoundError",
-    "RelayGenError", "load_pair", "__version__",
+    "RelayGenError", "ServerError", "load_pair", "__version__",
 ]

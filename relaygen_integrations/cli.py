@@ -22,12 +22,20 @@ def _console(stderr: bool = False):
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--pair", help="registry pair (default: the registry's default pair)")
-    g.add_argument("--large", help="override the large model: registry name or GGUF path")
-    g.add_argument("--small", help="override the small model: registry name or GGUF path")
-    g.add_argument("--backend", default="llamacpp", help="model backend (default: llamacpp)")
+    g.add_argument("--large", help="override the large model: registry name or GGUF path (hf: also a model directory)")
+    g.add_argument("--small", help="override the small model: registry name or GGUF path (hf: also a model directory)")
+    g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "hf", "openai"],
+                   help="llamacpp (GGUF, default), hf (transformers + torch) or openai (two completion servers)")
     g.add_argument("--n-ctx", type=int, default=4096, help="context window per model (default: 4096)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: all cores, up to 8)")
-    g.add_argument("--gpu-layers", type=int, default=0, help="layers to offload to the GPU (-1: all)")
+    g.add_argument("--gpu-layers", type=int, default=None, help="llamacpp: layers to offload to the GPU (-1: all)")
+    g.add_argument("--device", default=None, help="hf: cpu, cuda, mps or auto (default: auto)")
+    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="hf: weight dtype (default: float32)")
+    g.add_argument("--large-url", help="openai: base URL of the large model's server, e.g. http://host:8000/v1")
+    g.add_argument("--small-url", help="openai: base URL of the small model's server")
+    g.add_argument("--chat-template", help="openai: chat template source (GGUF, tokenizer_config.json or Jinja); "
+                                           "default: the registry model's GGUF if fetched")
+    g.add_argument("--api-key", default=None, help="openai: bearer token (default: $RELAYGEN_API_KEY)")
 
 
 def _add_cue_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -82,8 +90,30 @@ def _engine_from_args(args, mode: str | None = None, use_cues: bool = True):
     matching = "substring" if use_cues and args.substring_cues else None
     progress = sys.stderr.isatty() and not getattr(args, "json", False)
     return load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
-                     cue_matching=matching, config=config, progress=progress, n_ctx=args.n_ctx,
-                     n_threads=args.threads, n_gpu_layers=args.gpu_layers)
+                     cue_matching=matching, config=config, progress=progress, large_url=args.large_url,
+                     small_url=args.small_url, **_backend_options(args))
+
+
+_BACKEND_FLAGS = {"gpu_layers": ("llamacpp", "--gpu-layers"), "device": ("hf", "--device"),
+                  "dtype": ("hf", "--dtype"), "large_url": ("openai", "--large-url"),
+                  "small_url": ("openai", "--small-url"), "chat_template": ("openai", "--chat-template"),
+                  "api_key": ("openai", "--api-key")}
+
+
+def _backend_options(args) -> dict:
+    """The options the chosen backend takes; a flag meant for another backend is an error, not ignored."""
+    for attr, (backend, flag) in _BACKEND_FLAGS.items():
+        if getattr(args, attr, None) is not None and args.backend != backend:
+            raise RelayGenError(f"{flag} is for --backend {backend}, not {args.backend}")
+    if args.backend == "openai":
+        import os
+
+        return {"chat_template": args.chat_template, "api_key": args.api_key or os.environ.get("RELAYGEN_API_KEY")}
+    options = {"n_ctx": args.n_ctx, "n_threads": args.threads}
+    if args.backend == "hf":
+        return {**options, "device": args.device or "auto", "dtype": args.dtype or "float32",
+                "progress": sys.stderr.isatty() and not getattr(args, "json", False)}
+    return {**options, "n_gpu_layers": args.gpu_layers or 0}
 
 
 def _params_from_args(args):

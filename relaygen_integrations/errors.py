@@ -15,3 +15,7 @@ class ModelNotFoundError(RelayGenError, LookupError):
 
 class FetchError(RelayGenError):
     """A model file could not be fetched or failed verification."""
+
+
+class ServerError(RelayGenError):
+    """A model server could not be reached, or answered with an error (the message names its URL)."""

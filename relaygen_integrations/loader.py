@@ -8,20 +8,52 @@ from typing import Any
 
 from .core.engine import RelayConfig, RelayEngine
 from .errors import ConfigError
-from .registry import Registry, fetch
+from .registry import Registry, fetch, is_fetched, model_path
 
-BACKENDS = ("llamacpp",)
+BACKENDS = ("llamacpp", "hf", "openai")
+
+
+def _model_file(model: str | Path, registry: Registry | None, progress: bool) -> Path:
+    """A local file or directory as given, else the registry model's file (fetched if missing)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return path
+    registry = registry or Registry.load()
+    return fetch(registry.model(str(model)), progress=progress)
+
+
+def _template_source(model: str, registry: Registry | None) -> Path:
+    """For a server model named after a registry entry: its chat template from the local GGUF."""
+    if Path(model).expanduser().exists():
+        return Path(model).expanduser()
+    registry = registry or Registry.load()
+    if model in registry.models and is_fetched(registry.model(model)):
+        return model_path(registry.model(model))
+    raise ConfigError(f"the chat template of {model!r} is needed to render prompts for a server: pass "
+                      f"chat_template= (--chat-template: a GGUF file, tokenizer_config.json or Jinja text)"
+                      + (f", or run `relaygen models fetch {model}`" if model in registry.models else ""))
 
 
 def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registry | None = None,
                  progress: bool = False, **options: Any):
-    """A backend for a registry model name or a local model file."""
+    """A backend for a registry model name or a local model file (llamacpp, hf), or a server URL
+    (openai: then ``template_from`` names the registry model whose chat template to use)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
-    path = Path(model).expanduser()
-    if not path.is_file():
-        registry = registry or Registry.load()
-        path = fetch(registry.model(str(model)), progress=progress)
+    if backend == "openai":
+        from .backends.openai import OpenAIBackend
+
+        template_from = options.pop("template_from", None)
+        if options.get("chat_template") is None and options.get("chat_format") != "raw":
+            if template_from is None:
+                raise ConfigError(f"no chat template for the server at {model}: pass chat_template=")
+            options["chat_template"] = _template_source(str(template_from), registry)
+        return OpenAIBackend(str(model), **options)
+    path = _model_file(model, registry, progress)
+    if backend == "hf":
+        from .backends.transformers import TransformersBackend
+
+        return TransformersBackend(path, **options)
     from .backends.llamacpp import LlamaCppBackend
 
     return LlamaCppBackend(path, **options)
@@ -29,11 +61,14 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
 
 def load_pair(pair: str | None = None, *, large: str | Path | None = None, small: str | Path | None = None,
               backend: str = "llamacpp", profile: Any = None, cue_matching: str | None = None,
-              config: RelayConfig | None = None,
+              config: RelayConfig | None = None, large_url: str | None = None, small_url: str | None = None,
               progress: bool = False, registry_path: str | Path | None = None, **backend_options: Any) -> RelayEngine:
     """Build a RelayEngine for a registry pair (default: the registry's default pair).
 
-    ``large``/``small`` override either model with a registry name or a GGUF path. ``profile`` is a
+    ``large``/``small`` override either model with a registry name or a model path (a GGUF file;
+    for ``backend="hf"`` also a transformers model directory). With ``backend="openai"`` the models
+    run on servers at ``large_url``/``small_url`` and ``large``/``small`` name the registry models
+    whose chat templates render the prompts (or pass ``chat_template=``). ``profile`` is a
     built-in profile name, a profile JSON path or a cue list; default: the pair's profile. The
     pair's reasoning-end marker is used unless ``config`` sets one.
     """
@@ -58,6 +93,18 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
         if profile and profile not in BUILTIN_PROFILES:
             profile = registry.path.parent / profile  # profile files live beside the registry
     cue_profile = load_profile(profile, mode=cue_matching)
-    large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
-    small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
+    if backend == "openai":
+        if not (large_url and small_url):
+            raise ConfigError("the openai backend needs the two servers' URLs: large_url= and small_url= "
+                              "(--large-url, --small-url)")
+        large_backend = load_backend(large_url, backend, registry, template_from=large_name, **backend_options)
+        small_backend = load_backend(small_url, backend, registry, template_from=small_name, **backend_options)
+    else:
+        if large_url or small_url:
+            raise ConfigError("server URLs are for backend='openai'")
+        large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
+        if backend == "hf" and _model_file(small_name, registry, progress) == large_backend.path:
+            small_backend = type(large_backend).sharing_weights(large_backend)  # one copy of the weights
+        else:
+            small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
     return RelayEngine(large_backend, small_backend, cue_profile, config)

@@ -28,3 +28,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
         "a": write_tiny_gguf(d / "tiny-a.gguf", seed=0),
         "b": write_tiny_gguf(d / "tiny-b.gguf", seed=1, merges=("Ġ t", "t h", "th e", "a n")),
     }
+
+
+@pytest.fixture(scope="session")
+def smollm2_servers(smollm2_path, tmp_path_factory):
+    """Two llama_cpp.server processes serving SmolLM2-135M on 127.0.0.1: (large URL, small URL)."""
+    pytest.importorskip("uvicorn", reason="llama_cpp.server needs llama-cpp-python[server]")
+    from contextlib import ExitStack
+
+    from servers import llama_server
+
+    with ExitStack() as stack:
+        yield tuple(stack.enter_context(llama_server(smollm2_path)) for _ in range(2))

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import probability_margin
+from ..core.sampling import Sampler, probability_margin
 
 
 class Backend(ABC):
@@ -98,6 +98,12 @@ class Backend(ABC):
             self._evaluate(new)
             self._record(new)
         return len(new)
+
+    def next_token(self, context: Sequence[int], sampler: "Sampler") -> int:
+        """The token that follows ``context``: local backends evaluate it and sample from the logits
+        with the shared sampler; a server backend overrides this and samples on the server."""
+        self.sync(context)
+        return sampler(self.logits())
 
     def _record(self, new: list[int]) -> None:
         """Bookkeeping for tokens just appended to the KV cache."""

@@ -198,11 +198,11 @@ class _Run:
         if len(p.context) >= p.backend.n_ctx:
             raise _ContextFull
         before_eval, before_calls = p.backend.evaluated_tokens, p.backend.eval_calls
-        fresh = p.backend.sync(p.context)
+        token = p.backend.next_token(p.context, self.sampler)
         if p.first_step:
-            p.stats.cached_prompt_tokens = min(p.stats.prompt_tokens, len(p.context) - fresh)
+            fresh = p.backend.evaluated_tokens - before_eval
+            p.stats.cached_prompt_tokens = max(0, min(p.stats.prompt_tokens, len(p.context) - fresh))
             p.first_step = False
-        token = self.sampler(p.backend.logits())
         p.stats.evaluated_tokens += p.backend.evaluated_tokens - before_eval
         p.stats.eval_calls += p.backend.eval_calls - before_calls
         p.stats.seconds += time.perf_counter() - t0

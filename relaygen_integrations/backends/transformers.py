@@ -1,0 +1,217 @@
+"""Hugging Face transformers (torch): a model directory, or a GGUF file through transformers' GGUF
+loading (dequantised to the chosen dtype), on CPU, CUDA or Apple MPS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..core.sampling import probability_margins
+from ..errors import ConfigError, ModelNotFoundError
+from .base import Backend
+
+try:
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the transformers backend needs torch and transformers: pip install 'relaygen-integrations[hf]'"
+    ) from exc
+
+# Tokens that end an assistant turn in common chat formats, treated as end of generation when the
+# vocabulary has them (llama.cpp does the same from GGUF metadata and token names).
+_END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<|end|>", "</s>")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's byte-to-unicode map, which byte-level BPE vocabularies are written in."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    out, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            out[chr(b)] = b
+        else:
+            out[chr(256 + extra)] = b
+            extra += 1
+    return out
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+class TransformersBackend(Backend):
+    """One transformers causal LM with its own ``DynamicCache``, cropped on rollback.
+
+    ``model_path``: a model directory, or a ``.gguf`` file (transformers dequantises it, so the
+    numbers differ slightly from llama.cpp's quantised kernels). ``dtype``: float32 (default on CPU),
+    bfloat16 or float16. ``n_ctx`` caps the context like llama.cpp's (default 4096, at most the
+    model's own limit).
+    """
+
+    name = "hf"
+
+    def __init__(self, model_path: str | Path, n_ctx: int = 4096, device: str = "auto",
+                 dtype: str = "float32", n_threads: int | None = None, chat_format: str | None = None,
+                 progress: bool = False):
+        super().__init__()
+        path = Path(model_path).expanduser()
+        if not path.exists():
+            raise ModelNotFoundError(f"model not found: {path}")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        if chat_format not in (None, "raw"):
+            raise ConfigError(f"chat_format must be None (the model's template) or 'raw', not {chat_format!r}")
+        if n_threads:
+            torch.set_num_threads(n_threads)
+        self.device = pick_device(device)
+        self.path = path
+        where = {"gguf_file": path.name} if path.is_file() else {}
+        root = str(path.parent if path.is_file() else path)
+        transformers.logging.set_verbosity_error()  # deprecation notes meant for library authors
+        if not progress:
+            transformers.logging.disable_progress_bar()  # GGUF conversion bars
+        self.tokenizer = AutoTokenizer.from_pretrained(root, **where)
+        self.model = AutoModelForCausalLM.from_pretrained(root, dtype=DTYPES[dtype], **where).to(self.device)
+        self.model.eval()
+        self.chat_format = chat_format
+        if chat_format is None and not self.tokenizer.chat_template:
+            raise ConfigError(f"{path.name} has no chat template: pass chat_format='raw'")
+        limit = getattr(self.model.config, "max_position_embeddings", None) or n_ctx
+        self._n_ctx = min(n_ctx, limit)
+        self._n_vocab = self.model.get_output_embeddings().weight.shape[0]
+        self._pieces = self.tokenizer.convert_ids_to_tokens(list(range(self._n_vocab)))
+        self._bytes = self._token_bytes_table()
+        self._eog = self._end_of_generation_ids()
+        self._bos = self.tokenizer.bos_token_id if self._adds_bos() else None
+        self._bos_text = self.tokenizer.bos_token or ""
+        self._cache = DynamicCache(config=self.model.config)
+        self._logits: np.ndarray | None = None
+
+    @classmethod
+    def sharing_weights(cls, other: "TransformersBackend") -> "TransformersBackend":
+        """A second backend over the same loaded model and tokenizer, with its own KV cache (for a
+        model relaying with itself, or two requests at once) at no extra memory for weights."""
+        twin = cls.__new__(cls)
+        twin.__dict__.update(other.__dict__)
+        Backend.__init__(twin)
+        twin._cache = DynamicCache(config=other.model.config)
+        twin._logits = None
+        return twin
+
+    def _token_bytes_table(self) -> list[bytes]:
+        """Raw bytes per token id: byte-level BPE pieces map through GPT-2's table, SentencePiece
+        pieces use '▁' for spaces and <0xNN> for bytes; special tokens are their text."""
+        special = set(self.tokenizer.all_special_ids) | {
+            i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
+        decoder = self.tokenizer.backend_tokenizer.decoder if self.tokenizer.is_fast else None
+        byte_level = decoder is not None and "ByteLevel" in type(decoder).__name__
+        table, bd = [], _byte_decoder()
+        for i, piece in enumerate(self._pieces):
+            piece = piece or ""
+            if i in special:
+                table.append(piece.encode())
+            elif byte_level:
+                table.append(bytes(bd[c] for c in piece) if all(c in bd for c in piece) else piece.encode())
+            elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+                table.append(bytes([int(piece[3:5], 16)]))
+            else:
+                table.append(piece.replace("▁", " ").encode())
+        return table
+
+    def _end_of_generation_ids(self) -> set[int]:
+        ids: set[int] = set()
+        for source in (self.model.generation_config, self.model.config, self.tokenizer):
+            value = getattr(source, "eos_token_id", None)
+            ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
+        vocab = self.tokenizer.get_vocab()
+        ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
+        return {i for i in ids if 0 <= i < self._n_vocab}
+
+    def _adds_bos(self) -> bool:
+        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        return self.tokenizer.bos_token_id is not None and probe[:1] == [self.tokenizer.bos_token_id]
+
+    # --- the protocol ------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def n_vocab(self) -> int:
+        return self._n_vocab
+
+    def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
+        s = text.decode("utf-8", errors="replace")
+        ids = self.tokenizer(s, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
+        if add_bos and self._bos is not None and not (self._bos_text and s.startswith(self._bos_text)):
+            ids = [self._bos] + ids
+        return ids
+
+    def token_bytes(self, token: int) -> bytes:
+        return self._bytes[token]
+
+    def token_text(self, token: int) -> bytes:
+        return (self._pieces[token] or "").encode()
+
+    def is_end_of_generation(self, token: int) -> bool:
+        return token in self._eog
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if self.chat_format == "raw":
+            return "\n\n".join(m["content"] for m in messages)
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _truncate(self, n: int) -> None:
+        if n == 0:
+            self._cache = DynamicCache(config=self.model.config)
+        elif self._cache.get_seq_length() > n:
+            self._cache.crop(n)
+        self._logits = None
+
+    @torch.inference_mode()
+    def _forward(self, tokens: Sequence[int], keep: int) -> "torch.Tensor":
+        ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
+        out = self.model(input_ids=ids, cache=self._cache, use_cache=True, logits_to_keep=keep)
+        return out.logits[0].float()
+
+    def _evaluate(self, tokens: Sequence[int]) -> None:
+        self._logits = self._forward(tokens, keep=1)[-1].cpu().numpy()
+
+    def logits(self) -> np.ndarray:
+        if self._logits is None:
+            raise RuntimeError("no logits: evaluate a context first")
+        return self._logits
+
+    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
+        """Teacher forcing in chunks that keep every position's logits."""
+        if not 0 < first <= len(context) <= self.n_ctx:
+            raise ValueError("need 0 < first <= len(context) <= n_ctx")
+        self.reset()
+        if first > 1:
+            self.sync(context[: first - 1])
+        margins = []
+        for pos in range(first - 1, len(context) - 1, chunk):
+            part = list(context[pos: min(len(context) - 1, pos + chunk)])
+            block = self._forward(part, keep=0)
+            margins.append(probability_margins(block.cpu().numpy()))
+            self._record(part)
+        self._logits = None
+        return np.concatenate(margins) if margins else np.zeros(0)
+
+    def close(self) -> None:
+        self._cache = None
+        self.model = None
+        if self.device == "cuda":
+            torch.cuda.empty_cache()
+
