@@ -37,6 +37,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("the openai backend needs requests: pip install 'relaygen-integrations[openai]'") from exc
 
 END = 0  # the local id for "the server ended the completion"
+# Servers add their own defaults on top of temperature/top-p/top-k (llama-cpp-python's server: a
+# repeat penalty of 1.1 and min-p 0.05); switch them off so the server samples as the local backends do.
+NEUTRAL_SAMPLING = {"repeat_penalty": 1.0, "repetition_penalty": 1.0, "min_p": 0.0,
+                    "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
 class OpenAIBackend(Backend):
@@ -124,6 +128,8 @@ class OpenAIBackend(Backend):
             body["top_k"] = p.top_k  # not in OpenAI's API; vLLM, SGLang and llama.cpp accept it
         if self.logprobs:
             body["logprobs"] = 2
+        body.update(NEUTRAL_SAMPLING)
+        self._body = body
         self._response = self._send("POST", "/completions", json=body, stream=True)
         self._chunks = self._events(self._response)
         self._stream_context = list(context)
@@ -159,10 +165,10 @@ class OpenAIBackend(Backend):
         while True:
             try:
                 choice = next(self._chunks, None)
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except requests.RequestException as exc:
                 failures += 1
                 if failures > self.retries:
-                    raise ServerError(f"{self.base_url}/completions: stream failed ({type(exc).__name__})") from None
+                    self._raise_stream_failure(exc)
                 self._open(self._stream_context, sampler)  # continue from what arrived
                 continue
             if choice is None or choice.get("finish_reason") == "length" and not choice.get("text"):
@@ -179,6 +185,14 @@ class OpenAIBackend(Backend):
             if choice.get("finish_reason") == "stop":
                 self._close_stream()
                 return END
+
+    def _raise_stream_failure(self, exc: Exception):
+        """Some servers (llama-cpp-python's) reject a request only after the stream has started, so
+        the error text never arrives; ask once without streaming to report the server's own words."""
+        self._close_stream()
+        self._send("POST", "/completions", json={**self._body, "stream": False, "max_tokens": 1})
+        raise ServerError(f"{self.base_url}/completions: the stream broke ({type(exc).__name__}) "
+                          f"{self.retries + 1} times")
 
     @staticmethod
     def _top_logprobs(choice: dict) -> dict[str, float]:

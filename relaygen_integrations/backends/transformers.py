@@ -3,6 +3,7 @@ loading (dequantised to the chosen dtype), on CPU, CUDA or Apple MPS."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Sequence
 
@@ -95,6 +96,8 @@ class TransformersBackend(Backend):
         self._eog = self._end_of_generation_ids()
         self._bos = self.tokenizer.bos_token_id if self._adds_bos() else None
         self._bos_text = self.tokenizer.bos_token or ""
+        # transformers 5.x renamed the forward argument past_key_values to cache
+        self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._cache = DynamicCache(config=self.model.config)
         self._logits: np.ndarray | None = None
 
@@ -176,13 +179,13 @@ class TransformersBackend(Backend):
         if n == 0:
             self._cache = DynamicCache(config=self.model.config)
         elif self._cache.get_seq_length() > n:
-            self._cache.crop(n)
+            self._cache.crop(n - self._cache.get_seq_length())  # negative: tokens to drop (all 4.x/5.x)
         self._logits = None
 
     @torch.inference_mode()
     def _forward(self, tokens: Sequence[int], keep: int) -> "torch.Tensor":
         ids = torch.tensor([list(tokens)], dtype=torch.long, device=self.device)
-        out = self.model(input_ids=ids, cache=self._cache, use_cache=True, logits_to_keep=keep)
+        out = self.model(input_ids=ids, use_cache=True, logits_to_keep=keep, **{self._cache_kw: self._cache})
         return out.logits[0].float()
 
     def _evaluate(self, tokens: Sequence[int]) -> None:

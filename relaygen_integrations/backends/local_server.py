@@ -1,4 +1,5 @@
-"""Start real llama-cpp-python OpenAI-compatible servers on 127.0.0.1 for tests (never a mock)."""
+"""Start llama-cpp-python's OpenAI-compatible server for one GGUF on 127.0.0.1: for trying the openai
+backend on one machine, for its tests (a real server, never a mock) and for benchmarks."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def llama_server(model: Path, n_ctx: int = 1024, threads: int = 1, timeout: float = 60.0) -> Iterator[str]:
+def llama_server(model: Path, n_ctx: int = 1024, threads: int = 1, timeout: float = 120.0) -> Iterator[str]:
     """``python -m llama_cpp.server`` for one GGUF; yields its base URL and stops it afterwards."""
     import requests
 

@@ -1,0 +1,99 @@
+"""The OpenAI-compatible server backend against real llama-cpp-python servers on 127.0.0.1."""
+
+import time
+
+import pytest
+
+pytest.importorskip("uvicorn", reason="llama_cpp.server needs llama-cpp-python[server]")
+
+from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams  # noqa: E402
+from relaygen_integrations.backends.llamacpp import LlamaCppBackend  # noqa: E402
+from relaygen_integrations.backends.openai import OpenAIBackend  # noqa: E402
+from relaygen_integrations.errors import ConfigError, ServerError  # noqa: E402
+from relaygen_integrations.backends.local_server import free_port, llama_server  # noqa: E402
+
+
+def test_chat_template_from_the_gguf_renders_like_llama_cpp(smollm2_path, smollm2_servers):
+    remote = OpenAIBackend(smollm2_servers[0], chat_template=smollm2_path)
+    local = LlamaCppBackend(smollm2_path, n_ctx=256, n_threads=1)
+    for messages in ([{"role": "user", "content": "Hi"}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Café? 3.5"}]):
+        assert remote.chat_prompt(messages) == local.chat_prompt(messages)
+    assert remote.model  # discovered from /v1/models
+
+
+def test_one_stream_continues_exactly_like_in_process_llama_cpp(smollm2_path, smollm2_servers):
+    """A raw prompt that shares no prefix with earlier requests is evaluated fresh on the server, as
+    in-process; greedy decoding then gives the same text, and the streamed top log-probabilities give
+    the same margin."""
+    prompt = "Zebras live in Africa. Their stripes"
+    params = SamplingParams(temperature=0, max_tokens=40)
+    remote = OpenAIBackend(smollm2_servers[1], chat_format="raw", logprobs=True)
+    local = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=1, chat_format="raw")
+    r = RelayEngine(remote, OpenAIBackend(smollm2_servers[0], chat_format="raw"), ["the"],
+                    RelayConfig(mode="large")).generate(prompt, params, chat=False)
+    expected = RelayEngine(local, LlamaCppBackend(smollm2_path, n_ctx=64, chat_format="raw"), ["the"],
+                           RelayConfig(mode="large")).generate(prompt, params, chat=False)
+    assert r.text == expected.text and r.stats.large.generated_tokens == expected.stats.large.generated_tokens
+    assert remote.requests == 1  # one streamed request for the whole single-model answer
+    # the last token was drawn from the distribution after local.tokens (it was never evaluated)
+    assert remote.margin() == pytest.approx(local.margin(), abs=2e-3)
+
+
+def test_relay_over_two_servers_hands_text_both_ways(smollm2_path, smollm2_servers):
+    large = OpenAIBackend(smollm2_servers[0], chat_template=smollm2_path)
+    small = OpenAIBackend(smollm2_servers[1], chat_template=smollm2_path)
+    r = RelayEngine(large, small, ["the", "is", "and"]).generate("Why is the sky blue?",
+                                                                 SamplingParams(temperature=0, max_tokens=60))
+    assert r.stats.handoff == "text" and r.stats.switches >= 1
+    assert large.requests >= 2 and small.requests >= 1  # control came back to the large model
+    # each server saw the whole text so far: its context is the prompt plus everything written
+    for backend in (large, small):
+        context = b"".join(backend.token_bytes(t) for t in backend._stream_context).decode()
+        assert r.text.startswith(context[len(backend.chat_prompt([{"role": "user", "content": "Why is the sky blue?"}])):])
+
+
+def test_server_down_is_a_clear_error_naming_the_url_after_retries(smollm2_path):
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    start = time.monotonic()
+    with pytest.raises(ServerError, match=f"cannot reach {url}/models after 3 attempts.*server running"):
+        OpenAIBackend(url, chat_format="raw", retries=2, backoff=0.05)
+    assert time.monotonic() - start < 5
+
+
+def test_server_stopping_between_requests_and_http_errors(smollm2_path):
+    with llama_server(smollm2_path, n_ctx=128) as url:
+        backend = OpenAIBackend(url, chat_format="raw", retries=1, backoff=0.05)
+        engine = RelayEngine(backend, OpenAIBackend(url, chat_format="raw"), ["the"], RelayConfig(mode="large"))
+        assert engine.generate("Hello", SamplingParams(temperature=0, max_tokens=5), chat=False).text
+        with pytest.raises(ServerError, match=rf"{url}/completions answered HTTP 400"):  # over the server's n_ctx
+            engine.generate("word " * 400, SamplingParams(temperature=0, max_tokens=5), chat=False)
+    with pytest.raises(ServerError, match=f"cannot reach {url}/completions"):
+        engine.generate("Hello", SamplingParams(temperature=0, max_tokens=5), chat=False)
+
+
+def test_bad_configuration():
+    with pytest.raises(ConfigError, match="http"):
+        OpenAIBackend("localhost:8000", chat_format="raw")
+    with pytest.raises(ConfigError, match="chat_template"):
+        OpenAIBackend("http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match="not a GGUF file"):
+        OpenAIBackend("http://127.0.0.1:9/v1", chat_template="/no/such/file")
+
+
+def test_cli_generate_over_two_servers(smollm2_servers):
+    from test_cli import relaygen
+
+    large, small = smollm2_servers
+    p = relaygen("generate", "Why is the sky blue?", "--pair", "smollm2-135m-self", "--backend", "openai",
+                 "--large-url", large, "--small-url", small, "--temperature", "0", "--max-tokens", "40", "--json",
+                 "--cue", "the", "--cue", "is")
+    assert p.returncode == 0, p.stderr
+    import json
+
+    rec = json.loads(p.stdout)
+    assert rec["stats"]["switches"] >= 1 and rec["stats"]["handoff"] == "text"
+    bad = relaygen("generate", "hi", "--backend", "openai", "--large-url", large)
+    assert bad.returncode == 2 and "small_url" in bad.stderr and "Traceback" not in bad.stderr
+    wrong = relaygen("generate", "hi", "--dtype", "bfloat16")
+    assert wrong.returncode == 2 and "--dtype is for --backend hf" in wrong.stderr
