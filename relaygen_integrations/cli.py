@@ -67,8 +67,18 @@ def _add_sampling_options(p: argparse.ArgumentParser, temperature: float | None 
     s.add_argument("--max-tokens", type=int, default=max_tokens, help=f"budget for both models together (default: {max_tokens})")
 
 
+def _add_speculative_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speculative decoding (llamacpp)")
+    g.add_argument("--speculative", choices=["auto", "off", "draft", "lookup"], default="auto",
+                   help="draft: the small model drafts the large model's tokens; lookup: prompt lookup; "
+                        "auto (default): draft on a GPU, off on a CPU")
+    g.add_argument("--draft-max", type=int, default=8, help="most tokens per draft (default: 8; adapted to acceptance)")
+    g.add_argument("--draft-model", help="draft model: registry name or GGUF path (default: the pair's small model)")
+
+
 def _add_engine_options(p: argparse.ArgumentParser, temperature: float | None = 0.6) -> None:
     _add_model_options(p)
+    _add_speculative_options(p)
     _add_relay_options(p)
     _add_cue_options(p, "a switch cue; replaces the profile")
     _add_sampling_options(p, temperature)
@@ -91,7 +101,9 @@ def _engine_from_args(args, mode: str | None = None, use_cues: bool = True):
     progress = sys.stderr.isatty() and not getattr(args, "json", False)
     return load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
                      cue_matching=matching, config=config, progress=progress, large_url=args.large_url,
-                     small_url=args.small_url, **_backend_options(args))
+                     small_url=args.small_url, speculative=getattr(args, "speculative", "off"),
+                     draft_max=getattr(args, "draft_max", 8), draft_model=getattr(args, "draft_model", None),
+                     **_backend_options(args))
 
 
 _BACKEND_FLAGS = {"gpu_layers": ("llamacpp", "--gpu-layers"), "device": ("hf", "--device"),
@@ -171,6 +183,10 @@ def _print_stats(console, result, engine) -> None:
     console.print(table)
     console.print(f"switches {st.switches} · finish {st.finish_reason} · wall {st.wall_seconds:.2f} s · "
                   f"{st.tokens_per_second:.1f} tok/s · seed {result.seed}")
+    if st.large.drafted_tokens:
+        console.print(f"speculative: {st.large.drafted_tokens} drafted · {st.large.accepted_draft_tokens} accepted · "
+                      f"{st.large.rejected_draft_tokens} rejected "
+                      f"({st.large.accepted_draft_tokens / st.large.drafted_tokens:.0%} acceptance)")
 
 
 def cmd_generate(args) -> int:

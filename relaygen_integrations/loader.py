@@ -62,6 +62,7 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
 def load_pair(pair: str | None = None, *, large: str | Path | None = None, small: str | Path | None = None,
               backend: str = "llamacpp", profile: Any = None, cue_matching: str | None = None,
               config: RelayConfig | None = None, large_url: str | None = None, small_url: str | None = None,
+              speculative: str = "auto", draft_max: int = 8, draft_model: str | Path | None = None,
               progress: bool = False, registry_path: str | Path | None = None, **backend_options: Any) -> RelayEngine:
     """Build a RelayEngine for a registry pair (default: the registry's default pair).
 
@@ -71,7 +72,19 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
     whose chat templates render the prompts (or pass ``chat_template=``). ``profile`` is a
     built-in profile name, a profile JSON path or a cue list; default: the pair's profile. The
     pair's reasoning-end marker is used unless ``config`` sets one.
+
+    ``speculative`` (llamacpp only): ``draft`` decodes the large model's tokens speculatively with
+    ``draft_model`` (default: the pair's small model, in a context of its own), ``lookup`` drafts by
+    prompt lookup, ``off`` does neither, ``auto`` (default) picks ``draft`` when the large model runs
+    on a GPU and ``off`` on a CPU, where verifying a batch costs nearly as much as decoding it token by
+    token (see README, speculative decoding). ``draft_max`` caps the tokens per draft.
     """
+    if speculative not in SPECULATIVE_MODES:
+        raise ConfigError(f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, not {speculative!r}")
+    if speculative in ("draft", "lookup") and backend != "llamacpp":
+        raise ConfigError(f"speculative decoding is implemented for the llamacpp backend, not {backend}")
+    if not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
+        raise ConfigError(f"draft_max must be an integer in 1..64, got {draft_max!r}")
     registry = Registry.load(registry_path)
     entry = registry.pair(pair)
     large_name, small_name = large or entry.large, small or entry.small
@@ -107,4 +120,29 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
             small_backend = type(large_backend).sharing_weights(large_backend)  # one copy of the weights
         else:
             small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
+    if backend == "llamacpp":
+        mode = resolve_speculative(speculative, large_backend)
+        if mode == "draft":
+            from .speculative import DraftModel
+
+            options = {k: v for k, v in backend_options.items() if k != "drafter"}
+            draft_backend = load_backend(draft_model or small_name, backend, registry, progress, **options)
+            large_backend.set_drafter(DraftModel(draft_backend, max_tokens=draft_max))
+        elif mode == "lookup":
+            from .speculative import prompt_lookup
+
+            large_backend.set_drafter(prompt_lookup(draft_max))
     return RelayEngine(large_backend, small_backend, cue_profile, config)
+
+
+SPECULATIVE_MODES = ("auto", "off", "draft", "lookup")
+
+
+def resolve_speculative(mode: str, large_backend) -> str:
+    """``auto``: draft-model speculation when the large model is offloaded to a GPU, else off."""
+    if mode != "auto":
+        return mode
+    import llama_cpp
+
+    on_gpu = getattr(large_backend, "n_gpu_layers", 0) != 0 and llama_cpp.llama_supports_gpu_offload()
+    return "draft" if on_gpu else "off"

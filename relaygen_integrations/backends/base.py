@@ -28,6 +28,8 @@ class Backend(ABC):
         self.evaluated_tokens = 0  # total tokens ever evaluated: never re-counts a cached token
         self.eval_calls = 0
         self.eval_log: list[tuple[int, int]] = []  # (start position, count) of every evaluation
+        self.drafted_tokens = 0  # speculative decoding: tokens proposed by a drafter
+        self.accepted_draft_tokens = 0  # ... and those the target's sampler confirmed
         self._fingerprint: str | None = None
 
     # --- what each backend implements -------------------------------------------------------

@@ -9,12 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import probability_margins
+from ..core.sampling import Sampler, probability_margins
+from ..speculative.verify import verify_draft
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend
 
 try:
     import llama_cpp
+    from llama_cpp.llama_speculative import LlamaDraftModel
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "the llama.cpp backend needs llama-cpp-python: pip install 'relaygen-integrations[llamacpp]'"
@@ -24,6 +26,12 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 class LlamaCppBackend(Backend):
     """One GGUF model with its own llama.cpp context (and so its own KV cache).
 
+    ``flash_attn``: llama.cpp's flash attention. llama.cpp's batched kernels round differently from
+    single-token decoding (measured here: up to ~1 logit on Q4_1 and Q4_K_M models), so anything
+    evaluated in a batch (prompts, catch-up after a hand-off, speculative verification) can flip a
+    greedy near-tie. With flash attention on, SmolLM2 Q4_1 gives bit-identical logits either way;
+    Qwen2.5 Q4_K_M does not (0.56 logits with, 0.64 without). Off by default, as in llama.cpp.
+
     ``chat_format``: ``None`` uses the chat template stored in the GGUF file; ``"raw"`` joins the
     message contents with no template (for base models and tiny test models).
     """
@@ -32,7 +40,8 @@ class LlamaCppBackend(Backend):
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  n_gpu_layers: int = 0, n_batch: int = 512, chat_format: str | None = None,
-                 seed: int = 0, verbose: bool = False):
+                 seed: int = 0, verbose: bool = False, drafter: "LlamaDraftModel | None" = None,
+                 flash_attn: bool = False):
         super().__init__()
         path = Path(model_path)
         if not path.is_file():
@@ -42,6 +51,7 @@ class LlamaCppBackend(Backend):
         self.llm = llama_cpp.Llama(
             model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
             n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, seed=seed, verbose=verbose,
+            flash_attn=flash_attn,
         )
         self._vocab = self.llm._model.vocab
         self._n_vocab = self.llm.n_vocab()
@@ -62,6 +72,21 @@ class LlamaCppBackend(Backend):
         elif chat_format != "raw":
             raise ConfigError(f"chat_format must be None (the model's template) or 'raw', not {chat_format!r}")
         self._bos_piece = self.llm._model.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else ""
+        self.n_gpu_layers = n_gpu_layers
+        self.drafter = None
+        self._plan: list[int] = []  # context + tokens already verified by speculation, not yet handed out
+        if drafter is not None:
+            self.set_drafter(drafter)
+
+    def set_drafter(self, drafter: "LlamaDraftModel | None") -> None:
+        """Decode speculatively with ``drafter`` (a ``speculative.DraftModel`` or prompt lookup), or not (None).
+        A draft model must share this model's vocabulary: its token ids are verified as ours."""
+        target = getattr(drafter, "backend", None)
+        if target is self:
+            raise ConfigError("a draft model needs its own backend (its own KV cache), not the target's")
+        if target is not None and target.vocab_fingerprint() != self.vocab_fingerprint():
+            raise ConfigError("the draft model's vocabulary differs from the target's: its tokens cannot be verified")
+        self.drafter, self._plan = drafter, []
 
     @property
     def n_ctx(self) -> int:
@@ -108,6 +133,19 @@ class LlamaCppBackend(Backend):
         ptr = llama_cpp.llama_get_logits_ith(self.llm._ctx.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
+    def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append ``tokens`` (at most n_batch) to the KV cache in one batch; return every position's logits.
+        Llama.eval keeps only the last position's logits when logits_all is off, so decode directly."""
+        n_past, ctx = self.llm.n_tokens, self.llm._ctx
+        ctx.kv_cache_seq_rm(-1, n_past, -1)  # drop stale cells past the live context
+        self.llm._batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=True)
+        ctx.decode(self.llm._batch)
+        rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(tokens), self._n_vocab)).copy()
+        self.llm.input_ids[n_past: n_past + len(tokens)] = tokens
+        self.llm.n_tokens = n_past + len(tokens)
+        self._record(list(tokens))
+        return rows
+
     def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
         """The prompt is evaluated as usual; the rest in batches that keep the logits of every position."""
         if not 0 < first <= len(context) <= self.n_ctx:
@@ -115,23 +153,41 @@ class LlamaCppBackend(Backend):
         self.reset()
         if first > 1:
             self.sync(context[: first - 1])  # the logits at position i predict token i + 1
-        batch, ctx = self.llm._batch, self.llm._ctx
-        ctx.kv_cache_seq_rm(-1, self.llm.n_tokens, -1)  # the loop decodes directly: drop stale cells here
         margins, step = [], min(chunk, self.llm.n_batch)
         for pos in range(first - 1, len(context) - 1, step):
-            part = list(context[pos: min(len(context) - 1, pos + step)])
-            batch.set_batch(batch=part, n_past=pos, logits_all=True)
-            ctx.decode(batch)
-            block = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(part), self._n_vocab))
-            margins.append(probability_margins(block))
-            self.llm.input_ids[pos: pos + len(part)] = part
-            self.llm.n_tokens = pos + len(part)
-            self._record(part)
+            margins.append(probability_margins(self._decode_rows(context[pos: min(len(context) - 1, pos + step)])))
         return np.concatenate(margins) if margins else np.zeros(0)
+
+    # --- speculative decoding ----------------------------------------------------------------
+    def next_token(self, context: Sequence[int], sampler: Sampler) -> int:
+        """Without a drafter: one token. With one: draft, verify the draft in one batch, hand the
+        accepted tokens out one per call while the engine keeps extending the same context."""
+        if self.drafter is None:
+            return super().next_token(context, sampler)
+        n = len(context)
+        if n < len(self._plan) and self._plan[:n] == list(context):
+            return self._plan[n]
+        self.sync(context)
+        room = min(self.n_ctx - n - 1, self.llm.n_batch - 1)  # verification is one batch
+        draft = [int(t) for t in self.drafter(np.asarray(context, dtype=np.intc))][: max(0, room)]
+        if not draft:
+            self._plan = []
+            return sampler(self.logits())
+        rows = np.vstack([self.logits()[None, :], self._decode_rows(draft)])
+        accepted = verify_draft(sampler, rows, draft)
+        self.drafted_tokens += len(draft)
+        self.accepted_draft_tokens += len(accepted) - 1
+        if hasattr(self.drafter, "feedback"):
+            self.drafter.feedback(len(draft), len(accepted) - 1)
+        self._plan = list(context) + accepted
+        return accepted[0]
 
     def reset(self) -> None:
         super().reset()
         self.llm.reset()
+        self._plan = []
+        if self.drafter is not None and hasattr(self.drafter, "reset"):
+            self.drafter.reset()  # a fresh draft context per request: same request, same drafts
 
     def close(self) -> None:
         self.llm.close()

@@ -197,8 +197,12 @@ class _Run:
         p.catch_up(self.pieces, self.e._by_ids)
         if len(p.context) >= p.backend.n_ctx:
             raise _ContextFull
-        before_eval, before_calls = p.backend.evaluated_tokens, p.backend.eval_calls
+        b = p.backend
+        before_eval, before_calls, before_draft, before_ok = (b.evaluated_tokens, b.eval_calls, b.drafted_tokens,
+                                                               b.accepted_draft_tokens)
         token = p.backend.next_token(p.context, self.sampler)
+        p.stats.drafted_tokens += b.drafted_tokens - before_draft
+        p.stats.accepted_draft_tokens += b.accepted_draft_tokens - before_ok
         if p.first_step:
             fresh = p.backend.evaluated_tokens - before_eval
             p.stats.cached_prompt_tokens = max(0, min(p.stats.prompt_tokens, len(p.context) - fresh))

@@ -28,6 +28,12 @@ class ModelStats:
     handoff_tokens: int = 0  # tokens written by the other model that this one had to catch up on
     eval_calls: int = 0
     seconds: float = 0.0  # time inside this model's backend (evaluation + sampling)
+    drafted_tokens: int = 0  # speculative decoding: draft tokens proposed for this model to verify
+    accepted_draft_tokens: int = 0  # draft tokens it confirmed (the rest were rejected and rolled back)
+
+    @property
+    def rejected_draft_tokens(self) -> int:
+        return self.drafted_tokens - self.accepted_draft_tokens
 
 
 @dataclass
@@ -59,6 +65,8 @@ class RelayStats:
         d = asdict(self)
         d.update(generated_tokens=self.generated_tokens, large_share=self.large_share,
                  tokens_per_second=self.tokens_per_second)
+        for role in ("large", "small"):
+            d[role]["rejected_draft_tokens"] = getattr(self, role).rejected_draft_tokens
         return d
 
 

@@ -1,0 +1,167 @@
+"""Speculative decoding on real GGUF models: output identical to plain decoding, in relay too."""
+
+import numpy as np
+import pytest
+from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+from relaygen_integrations import ConfigError, RelayConfig, RelayEngine, SamplingParams
+from relaygen_integrations.backends.llamacpp import LlamaCppBackend
+from relaygen_integrations.core.sampling import Sampler
+from relaygen_integrations.speculative import DraftModel, prompt_lookup, verify_draft
+from tiny_gguf import write_tiny_gguf
+
+BUSY_CUES = ["the", "is", "and", "a", "to"]
+
+
+def test_verify_draft_accepts_the_matching_prefix_and_draws_one_more_token():
+    rows = np.full((4, 10), -5.0, dtype=np.float32)
+    for i, best in enumerate([3, 4, 7, 1]):
+        rows[i, best] = 5.0
+    greedy = Sampler(SamplingParams(temperature=0).validated())
+    assert verify_draft(greedy, rows, [3, 4, 7]) == [3, 4, 7, 1]  # all accepted + the bonus token
+    assert verify_draft(greedy, rows, [3, 9, 7]) == [3, 4]  # rejected at 1: the target's token instead
+
+
+def test_verify_draft_consumes_random_numbers_like_one_token_at_a_time():
+    rng = np.random.default_rng(0)
+    rows = rng.standard_normal((6, 50)).astype(np.float32)
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, seed=7).validated()
+    sequential = Sampler(params)
+    expected = [sequential(rows[i]) for i in range(6)]
+    draft = expected[:3] + [(expected[3] + 1) % 50, 0]  # right for 3 tokens, then wrong
+    assert verify_draft(Sampler(params), rows, draft) == expected[:4]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, tiny_models):
+    """Target 'a', and a drafter with the same vocabulary but other weights (so it is sometimes wrong)."""
+    other = write_tiny_gguf(tmp_path_factory.mktemp("draft") / "tiny-a2.gguf", seed=2)
+    return tiny_models["a"], other
+
+
+def _engine(target_path, drafter, mode="large", n_batch=512, small_path=None):
+    large = LlamaCppBackend(target_path, n_ctx=512, n_threads=2, n_batch=n_batch, chat_format="raw")
+    if drafter in ("draft-same", "draft-other"):
+        weights = target_path if drafter == "draft-same" else small_path
+        large.set_drafter(DraftModel(LlamaCppBackend(weights, n_ctx=512, n_threads=1, chat_format="raw"), max_tokens=5))
+    elif drafter == "lookup":
+        large.set_drafter(prompt_lookup(5))
+    small = LlamaCppBackend(small_path or target_path, n_ctx=512, n_threads=1, chat_format="raw")
+    return RelayEngine(large, small, BUSY_CUES, RelayConfig(mode=mode, min_large_tokens=2))
+
+
+@pytest.mark.parametrize("mode", ["large", "relay"])
+@pytest.mark.parametrize("drafter", ["draft-same", "draft-other", "lookup"])
+def test_tiny_models_speculation_gives_the_same_tokens_greedy_and_seeded(tiny, mode, drafter):
+    target, draft = tiny
+    prompt = "the cat sat on the mat and the dog " * 12  # ~250 tokens: longer than n_batch=64
+    for params in (SamplingParams(temperature=0, max_tokens=120), SamplingParams(temperature=0.9, seed=3, max_tokens=120)):
+        plain = _engine(target, None, mode, n_batch=64, small_path=draft).generate(prompt, params, chat=False)
+        fast = _engine(target, drafter, mode, n_batch=64, small_path=draft).generate(prompt, params, chat=False)
+        assert fast.text == plain.text
+        st = fast.stats.large
+        assert st.drafted_tokens > 0 and 0 <= st.accepted_draft_tokens <= st.drafted_tokens
+        if drafter == "draft-same" and params.greedy:  # the target's own weights draft what it would pick
+            assert st.accepted_draft_tokens == st.drafted_tokens
+        if drafter == "draft-other":  # random weights disagree: rejections are exercised
+            assert st.accepted_draft_tokens < st.drafted_tokens
+        assert fast.stats.small.drafted_tokens == 0
+        assert fast.stats.small.generated_tokens == plain.stats.small.generated_tokens  # relayed, not drafted
+
+
+STORY = ("Once upon a time a dragon lived in a cave above a quiet village. Every morning it counted "
+         "its gold, and every evening it read old books about the stars. ")
+OPTS = dict(n_ctx=2048, n_threads=2, flash_attn=True)
+
+
+def _smol_run(path, prompt, drafter, mode, params):
+    large, small = LlamaCppBackend(path, **OPTS), LlamaCppBackend(path, **OPTS)
+    if drafter:
+        large.set_drafter(DraftModel(LlamaCppBackend(path, **OPTS), max_tokens=6))
+    engine = RelayEngine(large, small, BUSY_CUES, RelayConfig(mode=mode))
+    return engine, engine.generate(prompt, params)
+
+
+@pytest.mark.parametrize("mode", ["large", "relay"])
+def test_smollm2_greedy_speculation_is_token_identical(smollm2_path, mode):
+    """Real model; a second SmolLM2 context drafts. With flash attention, llama.cpp gives this Q4_1
+    model the same logits for a token decoded alone or inside a verification batch (while the
+    context fits in one n_batch), so speculation must not change a single token."""
+    prompt = STORY * 12 + "\nContinue the story in a few sentences."  # ~450 tokens
+    params = SamplingParams(temperature=0, max_tokens=120)
+    _, plain = _smol_run(smollm2_path, prompt, False, mode, params)
+    engine, fast = _smol_run(smollm2_path, prompt, True, mode, params)
+    assert fast.text == plain.text
+    st = fast.stats
+    assert st.large.accepted_draft_tokens > 0.8 * st.large.drafted_tokens  # the same weights draft well
+    if mode == "relay":
+        # the relay's small model never saw a drafted token: prompt + own + handed over, nothing else
+        m = st.small
+        assert m.generated_tokens > 0 and m.drafted_tokens == 0
+        assert m.prompt_tokens + m.handoff_tokens + m.generated_tokens - m.evaluated_tokens in (0, 1)
+        assert engine.small is not engine.large.drafter.backend
+
+
+def test_smollm2_speculation_past_n_batch_emits_only_the_targets_greedy_tokens(smollm2_path):
+    """A prompt longer than n_batch: here llama.cpp's batched logits differ slightly even with flash
+    attention, so the texts may part at a near-tie. Every emitted token must still be what the
+    target, decoding one token at a time, ranks first, or within a rounding-sized gap of it."""
+    prompt = STORY * 18 + "\nContinue the story in a few sentences."  # ~660 tokens > n_batch 512
+    engine, fast = _smol_run(smollm2_path, prompt, True, "large", SamplingParams(temperature=0, max_tokens=100))
+    assert fast.stats.large.drafted_tokens > 0
+    check = LlamaCppBackend(smollm2_path, **OPTS)
+    context = list(engine.large.tokens[: fast.stats.large.prompt_tokens])
+    out = engine.large._plan[len(context):] or engine.large.tokens[len(context):]
+    exact = 0
+    for token in out[:100]:
+        check.sync(context)
+        logits = check.logits()
+        gap = float(logits.max() - logits[token])
+        assert gap < 0.5, f"speculation emitted a token the target ranks {gap:.2f} below its first choice"
+        exact += gap == 0
+        context.append(token)
+    assert exact >= 0.95 * min(len(out), 100)
+
+
+def test_draft_model_plugs_into_llama_cpp_pythons_own_hook(tiny):
+    import llama_cpp
+
+    target, draft = tiny
+    drafter = DraftModel(LlamaCppBackend(draft, n_ctx=512, n_threads=1, chat_format="raw"), max_tokens=4)
+
+    def complete(draft_model):
+        llm = llama_cpp.Llama(str(target), n_ctx=512, n_threads=1, draft_model=draft_model, verbose=False,
+                              flash_attn=True)
+        return llm.create_completion("the cat sat on", max_tokens=40, temperature=0)["choices"][0]["text"]
+
+    assert complete(drafter) == complete(None)
+    assert drafter.backend.evaluated_tokens > 0
+
+
+def test_adaptive_draft_length_follows_acceptance(tiny):
+    target, _ = tiny
+    d = DraftModel(LlamaCppBackend(target, n_ctx=64, n_threads=1, chat_format="raw"), max_tokens=8)
+    for _ in range(10):
+        d.feedback(8, 8)
+    assert d.k == 8
+    for _ in range(10):
+        d.feedback(8, 0)
+    assert d.k == 1
+    assert isinstance(prompt_lookup(3), LlamaPromptLookupDecoding)
+
+
+def test_bad_speculative_settings(tiny, tiny_models):
+    target, _ = tiny
+    large = LlamaCppBackend(target, n_ctx=64, n_threads=1, chat_format="raw")
+    with pytest.raises(ConfigError, match="vocabulary differs"):
+        large.set_drafter(DraftModel(LlamaCppBackend(tiny_models["b"], n_ctx=64, n_threads=1, chat_format="raw")))
+    with pytest.raises(ConfigError, match="its own backend"):
+        large.set_drafter(DraftModel(large))
+    from relaygen_integrations import load_pair
+
+    with pytest.raises(ConfigError, match="llamacpp backend"):
+        load_pair("smollm2-135m-self", backend="hf", speculative="draft")
+    with pytest.raises(ConfigError, match="draft_max"):
+        load_pair("smollm2-135m-self", speculative="draft", draft_max=0)
+    with pytest.raises(ConfigError, match="speculative must be"):
+        load_pair("smollm2-135m-self", speculative="fast")
