@@ -106,11 +106,13 @@ def relay_timing(problems, max_tokens: int, threads: int, backends: list[str], c
 
 
 def _time_engine(engine: RelayEngine, backend: str, problems, params, console) -> list[dict]:
+    """Large-only and relay, interleaved per problem so machine noise hits both alike."""
     rows = []
-    for mode in ("large", "relay"):
-        run = RelayEngine(engine.large, engine.small, engine.profile, RelayConfig(
-            mode=mode, reasoning_end=engine.config.reasoning_end))
-        for p in problems:
+    runs = {mode: RelayEngine(engine.large, engine.small, engine.profile,
+                              RelayConfig(mode=mode, reasoning_end=engine.config.reasoning_end))
+            for mode in ("large", "relay")}
+    for p in problems:
+        for mode, run in runs.items():
             r = run.generate(math_prompt(p["problem"]), params)
             rows.append({"kind": "timing", "backend": backend, "mode": mode, "id": p["id"],
                          "seconds": r.stats.wall_seconds, "tokens": r.stats.generated_tokens,
@@ -122,9 +124,9 @@ def _time_engine(engine: RelayEngine, backend: str, problems, params, console) -
 
 def report(rows: list[dict], args) -> str:
     lines = [f"# Backends on the default pair ({platform.machine()}, {args.threads} threads, greedy)", "",
-             f"Command: `python evals/bench_backends.py --problems {args.problems} --agreement-tokens "
+             f"Last command: `python evals/bench_backends.py --problems {args.problems} --agreement-tokens "
              f"{args.agreement_tokens} --relay-problems {args.relay_problems} --relay-tokens {args.relay_tokens} "
-             f"--threads {args.threads}`", ""]
+             f"--threads {args.threads} --backends {args.backends}` (a rerun replaces only the parts it measures)", ""]
     agree = [r for r in rows if r["kind"] == "agreement"]
     if agree:
         n = sum(r["tokens"] for r in agree)
@@ -174,6 +176,12 @@ def main(argv=None) -> int:
         rows += relay_timing(problems[: args.relay_problems], args.relay_tokens, args.threads,
                              args.backends.split(","), console)
     out = Path(args.out)
+    if out.with_suffix(".jsonl").exists():  # keep the other part of an earlier run (agreement or timing)
+        def part(r):
+            return r["kind"], r.get("backend")
+        rerun = {part(r) for r in rows}
+        old = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines() if line.strip()]
+        rows = [r for r in old if part(r) not in rerun] + rows
     out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = report(rows, args)
     out.with_suffix(".md").write_text(text)

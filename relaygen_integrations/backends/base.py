@@ -107,6 +107,10 @@ class Backend(ABC):
         self.sync(context)
         return sampler(self.logits())
 
+    def pause(self) -> None:
+        """The other model takes over (or the request ended): a server backend closes its open stream
+        here, so the server stops generating tokens nobody will read. In-process backends keep state."""
+
     def _record(self, new: list[int]) -> None:
         """Bookkeeping for tokens just appended to the KV cache."""
         self.eval_log.append((len(self.tokens), len(new)))

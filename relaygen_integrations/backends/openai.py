@@ -266,6 +266,9 @@ class OpenAIBackend(Backend):
     def logits(self) -> np.ndarray:
         raise ConfigError("a server backend does not expose logits; its sampler runs on the server")
 
+    def pause(self) -> None:
+        self._close_stream()
+
     def reset(self) -> None:
         self._close_stream()
         self._stream_context = []

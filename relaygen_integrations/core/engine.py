@@ -188,11 +188,15 @@ class _Run:
         self.marker_scan = 0
         self.emitted = 0  # characters of self.text already streamed
         self.holdback = max((len(s) for s in params.stop), default=1) - 1
+        self.last_role: str | None = None  # the model that sampled last
 
     # --- helpers -----------------------------------------------------------------------------
     def _step(self, role: str) -> int:
         """Catch the model up, sample one token. Time and evaluation counts go to its stats."""
         p = self.parts[role]
+        if self.last_role not in (None, role):
+            self.parts[self.last_role].backend.pause()  # a server stops generating for the idle model
+        self.last_role = role
         t0 = time.perf_counter()
         p.catch_up(self.pieces, self.e._by_ids)
         if len(p.context) >= p.backend.n_ctx:
@@ -343,6 +347,9 @@ class _Run:
                         awaiting_boundary = len(self.text) > segment_start and ends_on_open_mark(self.text)
         except _ContextFull:
             finish = "context"
+        finally:  # also when the caller stops reading the stream
+            for part in self.parts.values():
+                part.backend.pause()
         # Bytes of a character that never completed (the budget ran out inside it) are dropped:
         # the output must never contain a broken character.
         self.decoder.reset()

@@ -53,6 +53,22 @@ def test_relay_over_two_servers_hands_text_both_ways(smollm2_path, smollm2_serve
         assert r.text.startswith(context[len(backend.chat_prompt([{"role": "user", "content": "Why is the sky blue?"}])):])
 
 
+def test_the_idle_model_has_no_open_stream(smollm2_path, smollm2_servers):
+    """Regression: a stream left open when control passed kept the idle server generating up to the
+    request's max_tokens, competing with the active one (3x slower relays on one machine)."""
+    large = OpenAIBackend(smollm2_servers[0], chat_template=smollm2_path)
+    small = OpenAIBackend(smollm2_servers[1], chat_template=smollm2_path)
+    engine = RelayEngine(large, small, ["the", "is", "and"])
+    seen = set()
+    for event in engine.stream("Why is the sky blue?", SamplingParams(temperature=0, max_tokens=60)):
+        if event.kind == "text":
+            idle = small if event.model == "large" else large
+            assert idle._response is None, f"{event.model} writes while the other server still streams"
+            seen.add(event.model)
+    assert seen == {"large", "small"}
+    assert large._response is None and small._response is None  # closed when the request ended
+
+
 def test_server_down_is_a_clear_error_naming_the_url_after_retries(smollm2_path):
     url = f"http://127.0.0.1:{free_port()}/v1"
     start = time.monotonic()
