@@ -172,6 +172,10 @@ class OpenAIBackend(Backend):
                 self._open(self._stream_context, sampler)  # continue from what arrived
                 continue
             if choice is None or choice.get("finish_reason") == "length" and not choice.get("text"):
+                failures += 1  # a stream that ends with no token, again and again, would loop forever
+                if failures > self.retries:
+                    raise ServerError(f"{self.base_url}/completions: {failures} streams in a row ended "
+                                      "without a token or a reason (is the context window full?)")
                 self._open(self._stream_context, sampler)  # the per-request cap, not the answer's end
                 continue
             text = choice.get("text") or ""
