@@ -168,14 +168,13 @@ class OpenAIBackend(Backend):
             except requests.RequestException as exc:
                 failures += 1
                 if failures > self.retries:
-                    self._raise_stream_failure(exc)
+                    self._raise_stream_failure(f"the stream broke ({type(exc).__name__}) {failures} times")
                 self._open(self._stream_context, sampler)  # continue from what arrived
                 continue
             if choice is None or choice.get("finish_reason") == "length" and not choice.get("text"):
                 failures += 1  # a stream that ends with no token, again and again, would loop forever
                 if failures > self.retries:
-                    raise ServerError(f"{self.base_url}/completions: {failures} streams in a row ended "
-                                      "without a token or a reason (is the context window full?)")
+                    self._raise_stream_failure(f"{failures} streams in a row ended without a token")
                 self._open(self._stream_context, sampler)  # the per-request cap, not the answer's end
                 continue
             text = choice.get("text") or ""
@@ -190,13 +189,12 @@ class OpenAIBackend(Backend):
                 self._close_stream()
                 return END
 
-    def _raise_stream_failure(self, exc: Exception):
+    def _raise_stream_failure(self, what: str):
         """Some servers (llama-cpp-python's) reject a request only after the stream has started, so
         the error text never arrives; ask once without streaming to report the server's own words."""
         self._close_stream()
         self._send("POST", "/completions", json={**self._body, "stream": False, "max_tokens": 1})
-        raise ServerError(f"{self.base_url}/completions: the stream broke ({type(exc).__name__}) "
-                          f"{self.retries + 1} times")
+        raise ServerError(f"{self.base_url}/completions: {what}")
 
     @staticmethod
     def _top_logprobs(choice: dict) -> dict[str, float]:
