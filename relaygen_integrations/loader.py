@@ -125,8 +125,7 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
         if mode == "draft":
             from .speculative import DraftModel
 
-            options = {k: v for k, v in backend_options.items() if k != "drafter"}
-            draft_backend = load_backend(draft_model or small_name, backend, registry, progress, **options)
+            draft_backend = load_backend(draft_model or small_name, backend, registry, progress, **backend_options)
             large_backend.set_drafter(DraftModel(draft_backend, max_tokens=draft_max))
         elif mode == "lookup":
             from .speculative import prompt_lookup

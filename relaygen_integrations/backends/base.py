@@ -81,15 +81,8 @@ class Backend(ABC):
         """Make the KV cache hold exactly ``context``; evaluate only unseen tokens. Returns how many."""
         if not context:
             raise ValueError("cannot evaluate an empty context")
+        keep = self.cached_prefix(context)
         n = len(self.tokens)
-        if len(context) >= n and context[:n] == self.tokens:  # lists compare in C; other sequences take the loop
-            keep = n
-        else:
-            keep = 0
-            for a, b in zip(self.tokens, context):
-                if a != b:
-                    break
-                keep += 1
         if keep == len(context):
             keep -= 1  # logits for the last position are needed: re-evaluate one token
         if keep < n:
@@ -100,6 +93,18 @@ class Backend(ABC):
             self._evaluate(new)
             self._record(new)
         return len(new)
+
+    def cached_prefix(self, context: Sequence[int]) -> int:
+        """How many leading tokens of ``context`` the KV cache already holds."""
+        n = len(self.tokens)
+        if len(context) >= n and context[:n] == self.tokens:  # lists compare in C; other sequences take the loop
+            return n
+        keep = 0
+        for a, b in zip(self.tokens, context):
+            if a != b:
+                break
+            keep += 1
+        return keep
 
     def next_token(self, context: Sequence[int], sampler: "Sampler") -> int:
         """The token that follows ``context``: local backends evaluate it and sample from the logits

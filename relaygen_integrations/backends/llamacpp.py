@@ -27,10 +27,10 @@ class LlamaCppBackend(Backend):
     """One GGUF model with its own llama.cpp context (and so its own KV cache).
 
     ``flash_attn``: llama.cpp's flash attention. llama.cpp's batched kernels round differently from
-    single-token decoding (measured here: up to ~1 logit on Q4_1 and Q4_K_M models), so anything
-    evaluated in a batch (prompts, catch-up after a hand-off, speculative verification) can flip a
-    greedy near-tie. With flash attention on, SmolLM2 Q4_1 gives bit-identical logits either way;
-    Qwen2.5 Q4_K_M does not (0.56 logits with, 0.64 without). Off by default, as in llama.cpp.
+    single-token decoding, so anything evaluated in a batch (prompts, catch-up after a hand-off,
+    speculative verification) can flip a greedy near-tie. ``evals/batch_numerics.py`` measures it:
+    SmolLM2 Q4_1 differs by 0.91 logits without flash attention and 0.0 with it; Qwen2.5-1.5B Q4_K_M
+    by 0.55 without and 0.65 with. Off by default, as in llama.cpp.
 
     ``chat_format``: ``None`` uses the chat template stored in the GGUF file; ``"raw"`` joins the
     message contents with no template (for base models and tiny test models).
@@ -165,7 +165,7 @@ class LlamaCppBackend(Backend):
         if self.drafter is None:
             return super().next_token(context, sampler)
         n = len(context)
-        if n < len(self._plan) and self._plan[:n] == list(context):
+        if n < len(self._plan) and self._plan[:n] == context:  # the engine's context is a list: no copy
             return self._plan[n]
         self.sync(context)
         room = min(self.n_ctx - n - 1, self.llm.n_batch - 1)  # verification is one batch

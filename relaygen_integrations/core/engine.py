@@ -202,15 +202,14 @@ class _Run:
         if len(p.context) >= p.backend.n_ctx:
             raise _ContextFull
         b = p.backend
+        if p.first_step:  # what the KV cache holds from the previous request (speculation-proof)
+            p.stats.cached_prompt_tokens = min(p.stats.prompt_tokens, b.cached_prefix(p.context))
+            p.first_step = False
         before_eval, before_calls, before_draft, before_ok = (b.evaluated_tokens, b.eval_calls, b.drafted_tokens,
                                                                b.accepted_draft_tokens)
-        token = p.backend.next_token(p.context, self.sampler)
+        token = b.next_token(p.context, self.sampler)
         p.stats.drafted_tokens += b.drafted_tokens - before_draft
         p.stats.accepted_draft_tokens += b.accepted_draft_tokens - before_ok
-        if p.first_step:
-            fresh = p.backend.evaluated_tokens - before_eval
-            p.stats.cached_prompt_tokens = max(0, min(p.stats.prompt_tokens, len(p.context) - fresh))
-            p.first_step = False
         p.stats.evaluated_tokens += p.backend.evaluated_tokens - before_eval
         p.stats.eval_calls += p.backend.eval_calls - before_calls
         p.stats.seconds += time.perf_counter() - t0
