@@ -1,23 +1,39 @@
-"""RelayGen: a large model reasons, a small model writes the easy sentences after calibrated cues."""
+"""RelayGen: a large model reasons, a small model writes the easy sentences after calibrated cues.
 
-from .core.engine import RelayConfig, RelayEngine
-from .core.events import RelayEvent, RelayResult, RelayStats, Segment
-from .core.profile import CueProfile, load_profile
-from .core.sampling import SamplingParams
-from .errors import ConfigError, FetchError, ModelNotFoundError, RelayGenError, ServerError
+The public names are imported on first use, so importing the package (as the lm-eval start-up hook
+does in every Python process of the environment) costs almost nothing.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+TYPE_CHECKING = False  # not typing's: importing typing would cost more than this whole module
 
 __version__ = "0.1.0"
 
+_HOME = {
+    "RelayConfig": ".core.engine", "RelayEngine": ".core.engine",
+    "RelayEvent": ".core.events", "RelayResult": ".core.events", "RelayStats": ".core.events",
+    "Segment": ".core.events", "CueProfile": ".core.profile", "load_profile": ".core.profile",
+    "SamplingParams": ".core.sampling", "load_pair": ".loader",
+    "ConfigError": ".errors", "FetchError": ".errors", "ModelNotFoundError": ".errors",
+    "RelayGenError": ".errors", "ServerError": ".errors",
+}
+__all__ = [*_HOME, "__version__"]
 
-def load_pair(*args, **kwargs) -> RelayEngine:
-    """Build a RelayEngine for a registry pair; see ``relaygen_integrations.loader.load_pair``."""
-    from .loader import load_pair as _load_pair
+if TYPE_CHECKING:
+    from .core.engine import RelayConfig, RelayEngine
+    from .core.events import RelayEvent, RelayResult, RelayStats, Segment
+    from .core.profile import CueProfile, load_profile
+    from .core.sampling import SamplingParams
+    from .errors import ConfigError, FetchError, ModelNotFoundError, RelayGenError, ServerError
+    from .loader import load_pair
 
-    return _load_pair(*args, **kwargs)
 
-
-__all__ = [
-    "RelayConfig", "RelayEngine", "RelayEvent", "RelayResult", "RelayStats", "Segment", "CueProfile",
-    "load_profile", "SamplingParams", "ConfigError", "FetchError", "ModelNotFoundError",
-    "RelayGenError", "ServerError", "load_pair", "__version__",
-]
+def __getattr__(name: str):
+    if name in _HOME:
+        value = getattr(import_module(_HOME[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -67,3 +67,19 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[dict]:
                 raise ConfigError(f"{path}:{n} lacks field(s) {', '.join(sorted(missing))}")
             rows.append(row)
     return rows
+
+
+def answers_match(response: str, reference: str) -> bool:
+    """Whether a response reaches the reference answer, judged by mathematical equivalence with
+    math-verify (fractions, LaTeX, units, thousands separators and percent signs are the library's
+    business, not string rules here). The final answer is the last ``\\boxed{}`` (math-verify alone
+    would read two boxes, a first answer and its correction, as the set of both), else the last
+    expression in the response."""
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        raise ConfigError("grading math answers needs math-verify: pip install 'relaygen-integrations[lm-eval]'") from None
+    gold = parse(f"\\boxed{{{reference}}}")
+    boxed = last_boxed(response)
+    predicted = parse(response if boxed is None else f"\\boxed{{{boxed}}}")
+    return bool(gold) and bool(predicted) and bool(verify(gold, predicted))

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..core.sampling import Sampler, probability_margin
+from ..core.sampling import Sampler, probability_margin, probability_margins, target_logprobs
+from ..errors import ConfigError
 
 
 class Backend(ABC):
@@ -127,18 +128,53 @@ class Backend(ABC):
         """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
         return probability_margin(self.logits())
 
-    def position_margins(self, context: Sequence[int], first: int) -> np.ndarray:
-        """Teacher forcing: the margin of the next-token distribution that predicts each of
-        ``context[first:]``. Backends override this with batched evaluations that keep every position's
-        logits; this fallback decodes token by token."""
+    def document_start_token(self) -> int:
+        """The token that precedes a text with no context: BOS, or EOS for models without one
+        (as lm-evaluation-harness does), so the first token of a text can be scored too."""
+        raise ConfigError(f"the {self.name} backend cannot score text (no document-start token)")
+
+    def logit_rows(self, context: Sequence[int], first: int, chunk: int = 256) -> Iterator[np.ndarray]:
+        """Teacher forcing: blocks of next-token logits, in order, for the positions that predict
+        ``context[first:]`` (one row per token). The KV cache keeps what it shares with ``context``,
+        so several continuations of one context evaluate the context once."""
+        if not 0 < first < len(context) <= self.n_ctx:
+            raise ValueError(f"need 0 < first < len(context) <= n_ctx, got first={first}, len={len(context)}")
+        self.sync(context[:first])
+        yield self.logits()[None, :]
+        for pos in range(first, len(context) - 1, chunk):
+            yield self._decode_rows(context[pos: min(len(context) - 1, pos + chunk)])
+
+    def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append ``tokens`` to the KV cache; return the logits after each. Backends override this with
+        one batched evaluation; this fallback evaluates token by token."""
+        rows = []
+        for t in tokens:
+            self._evaluate([t])
+            self._record([t])
+            rows.append(self.logits())
+        return np.stack(rows)
+
+    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
+        """Teacher forcing from an empty cache: the margin of the distribution that predicts each of
+        ``context[first:]`` (calibration)."""
         if not 0 < first <= len(context):
             raise ValueError("first must be in 1..len(context)")
+        if first == len(context):
+            return np.zeros(0)
         self.reset()
-        out = []
-        for i in range(first, len(context)):
-            self.sync(context[:i])
-            out.append(self.margin())
-        return np.asarray(out, dtype=np.float64)
+        return np.concatenate([probability_margins(rows) for rows in self.logit_rows(context, first, chunk)])
+
+    def token_logprobs(self, context: Sequence[int], first: int) -> tuple[np.ndarray, np.ndarray]:
+        """For each of ``context[first:]``: its log-probability given what precedes it, and whether it
+        was the most likely token (lm-evaluation-harness's loglikelihood contract)."""
+        targets = np.asarray(context[first:])
+        logprobs, greedy, done = [], [], 0
+        for rows in self.logit_rows(context, first):
+            lp, top = target_logprobs(rows, targets[done: done + len(rows)])
+            logprobs.append(lp)
+            greedy.append(top)
+            done += len(rows)
+        return np.concatenate(logprobs), np.concatenate(greedy)
 
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import Sampler, probability_margins
+from ..core.sampling import Sampler
 from ..speculative.verify import verify_draft
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend
@@ -134,8 +134,11 @@ class LlamaCppBackend(Backend):
         return np.ctypeslib.as_array(ptr, shape=(self._n_vocab,)).copy()
 
     def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
-        """Append ``tokens`` (at most n_batch) to the KV cache in one batch; return every position's logits.
+        """Append ``tokens`` to the KV cache in batches of n_batch; return every position's logits.
         Llama.eval keeps only the last position's logits when logits_all is off, so decode directly."""
+        if len(tokens) > self.llm.n_batch:
+            step = self.llm.n_batch
+            return np.vstack([self._decode_rows(tokens[i: i + step]) for i in range(0, len(tokens), step)])
         n_past, ctx = self.llm.n_tokens, self.llm._ctx
         ctx.kv_cache_seq_rm(-1, n_past, -1)  # drop stale cells past the live context
         self.llm._batch.set_batch(batch=list(tokens), n_past=n_past, logits_all=True)
@@ -146,17 +149,9 @@ class LlamaCppBackend(Backend):
         self._record(list(tokens))
         return rows
 
-    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
-        """The prompt is evaluated as usual; the rest in batches that keep the logits of every position."""
-        if not 0 < first <= len(context) <= self.n_ctx:
-            raise ValueError("need 0 < first <= len(context) <= n_ctx")
-        self.reset()
-        if first > 1:
-            self.sync(context[: first - 1])  # the logits at position i predict token i + 1
-        margins, step = [], min(chunk, self.llm.n_batch)
-        for pos in range(first - 1, len(context) - 1, step):
-            margins.append(probability_margins(self._decode_rows(context[pos: min(len(context) - 1, pos + step)])))
-        return np.concatenate(margins) if margins else np.zeros(0)
+    def document_start_token(self) -> int:
+        bos = self.llm.token_bos()
+        return bos if bos >= 0 and self.llm._model.add_bos_token() else self.llm.token_eos()
 
     # --- speculative decoding ----------------------------------------------------------------
     def next_token(self, context: Sequence[int], sampler: Sampler) -> int:

@@ -9,7 +9,6 @@ from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import probability_margins
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend
 
@@ -196,21 +195,20 @@ class TransformersBackend(Backend):
             raise RuntimeError("no logits: evaluate a context first")
         return self._logits
 
-    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
-        """Teacher forcing in chunks that keep every position's logits."""
-        if not 0 < first <= len(context) <= self.n_ctx:
-            raise ValueError("need 0 < first <= len(context) <= n_ctx")
-        self.reset()
-        if first > 1:
-            self.sync(context[: first - 1])
-        margins = []
-        for pos in range(first - 1, len(context) - 1, chunk):
-            part = list(context[pos: min(len(context) - 1, pos + chunk)])
-            block = self._forward(part, keep=0)
-            margins.append(probability_margins(block.cpu().numpy()))
-            self._record(part)
-        self._logits = None
-        return np.concatenate(margins) if margins else np.zeros(0)
+    def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
+        """One forward pass that keeps every position's logits."""
+        rows = self._forward(tokens, keep=0).cpu().numpy()
+        self._record(list(tokens))
+        self._logits = rows[-1]
+        return rows
+
+    def document_start_token(self) -> int:
+        if self._bos is not None:
+            return self._bos
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            raise ConfigError(f"{self.path.name} has neither a BOS nor an EOS token to start a scored text")
+        return eos
 
     def close(self) -> None:
         self._cache = None

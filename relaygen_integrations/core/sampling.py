@@ -64,6 +64,17 @@ def probability_margins(logits: np.ndarray) -> np.ndarray:
     return (1.0 - np.exp((second - top1).astype(np.float64))) / z
 
 
+def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row-wise log-softmax probability of ``targets`` in a (positions, vocab) block of logits, and
+    whether each target was the row's most likely token (float32 differences, float64 sums)."""
+    logits = np.asarray(logits, dtype=np.float32)
+    rows = np.arange(logits.shape[0])
+    top = logits.max(axis=1)
+    log_z = np.log(np.exp(logits - top[:, None]).sum(axis=1, dtype=np.float64))
+    chosen = logits[rows, targets]
+    return (chosen - top).astype(np.float64) - log_z, chosen >= top
+
+
 class Sampler:
     """Draws tokens for one request: greedy at temperature 0, else temperature + top-k + top-p."""
 

@@ -1,0 +1,356 @@
+"""The lm-evaluation-harness model ``relaygen``: the relay generates, the large model scores.
+
+``generate_until`` runs each request through the relay engine (one request at a time: relaying is
+per sequence). ``loglikelihood`` and ``loglikelihood_rolling`` are scored by the large model alone
+(the small one with ``mode=small``): switching only changes how text is generated, so scoring with
+the relay would mean nothing. Per-request relay statistics go to a JSONL file beside lm-eval's
+``--output_path`` and, aggregated per task, into the results file's ``config.relaygen``.
+
+    lm_eval --model relaygen --model_args pretrained=qwen2.5-coder-1.5b+0.5b \\
+        --tasks relaygen_gsm8k_cot --include_path evals/tasks --apply_chat_template --limit 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from collections import Counter
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lm_eval.api.model import LM
+from tqdm import tqdm
+
+from ..core.engine import RelayConfig, RelayEngine
+from ..core.events import RelayResult
+from ..core.sampling import SamplingParams
+from ..errors import ConfigError
+
+GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "seed")
+GPU_DEVICES = ("cuda", "mps", "gpu", "metal")
+
+
+class RelayGenLM(LM):
+    """Model arguments (``--model_args key=value,...`` or one JSON object):
+
+    pretrained / pair   registry pair (default: the registry's default pair)
+    large, small        override either model (registry name or model file)
+    backend             llamacpp (default), hf or openai (then large_url, small_url)
+    profile             built-in profile name or profile JSON (default: the pair's calibrated profile)
+    cues                a list of cue strings instead of a profile (JSON, or ``cues=["So,","Now"]``)
+    cue_matching        how cues match: see relaygen_integrations.core.cues
+    mode                relay (default), large or small: one model alone, for baselines
+    answer_model        small (default, as in the paper) or large
+    min_large_tokens, reasoning_end, answer_reserve_tokens   RelayConfig fields
+    speculative, draft_max, draft_model   speculative decoding of the large model (llamacpp)
+    n_ctx, n_threads, n_gpu_layers, dtype, chat_template, api_key   backend options
+    max_gen_toks        budget when a task does not set one (256, lm-eval's default)
+    temperature, top_p, top_k   sampling when a task does not set it (default greedy)
+    seed                base seed (1234); each request's seed is derived from it and the prompt
+    stats_path          per-request statistics file (default: beside --output_path)
+
+    From Python, ``engine=`` takes a built RelayEngine instead (its configuration then applies).
+    """
+
+    def __init__(self, pretrained: str | None = None, pair: str | None = None, large: str | None = None,
+                 small: str | None = None, backend: str = "llamacpp", profile: Any = None,
+                 cues: list[str] | None = None, cue_matching: str | None = None, mode: str = "relay",
+                 answer_model: str = "small", min_large_tokens: int = 5, reasoning_end: str | None = None,
+                 answer_reserve_tokens: int = 0, speculative: str = "auto", draft_max: int = 8,
+                 draft_model: str | None = None, large_url: str | None = None, small_url: str | None = None,
+                 n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int | None = None,
+                 dtype: str | None = None, chat_template: str | None = None, api_key: str | None = None,
+                 max_gen_toks: int = 256, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+                 seed: int = 1234, stats_path: str | None = None, progress: bool = True,
+                 device: str | None = None, batch_size: Any = None, max_batch_size: Any = None,
+                 engine: RelayEngine | None = None, **unknown: Any):
+        super().__init__()
+        if unknown:
+            raise ConfigError(f"unknown relaygen model argument(s): {', '.join(sorted(unknown))}; see "
+                              "`python -c \"from relaygen_integrations.integrations.lm_eval import RelayGenLM; "
+                              "help(RelayGenLM)\"` or README (lm-evaluation-harness)")
+        if pretrained and pair and pretrained != pair:
+            raise ConfigError("pass the pair once: pretrained= and pair= are the same argument")
+        if cues is not None and profile is not None:
+            raise ConfigError("pass either profile= or cues=, not both")
+        if cues is not None and (not isinstance(cues, (list, tuple)) or not all(isinstance(c, str) for c in cues)):
+            raise ConfigError(f"cues must be a list of strings (JSON model_args), got {cues!r}")
+        if str(batch_size or 1) not in ("1", "auto"):
+            print(f"relaygen: batch_size={batch_size} ignored: requests run one at a time", file=sys.stderr)
+        self.pair = pretrained or pair
+        self.mode = mode
+        self.defaults = {"max_gen_toks": max_gen_toks, "temperature": temperature, "top_p": top_p, "top_k": top_k}
+        SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_gen_toks).validated()
+        self.seed = int(seed)
+        self.progress = progress
+        self.records: list[dict] = []
+        self._seen: Counter = Counter()
+        self._stats_file = Path(stats_path) if stats_path else _stats_path_beside_output(pretrained)
+        config = RelayConfig(mode=mode, answer_model=answer_model, min_large_tokens=min_large_tokens,
+                             reasoning_end=reasoning_end, answer_reserve_tokens=answer_reserve_tokens)
+        if engine is None:
+            options = _backend_options(backend, device=device, n_ctx=n_ctx, n_threads=n_threads,
+                                       n_gpu_layers=n_gpu_layers, dtype=dtype, chat_template=chat_template,
+                                       api_key=api_key)
+            from ..loader import load_pair
+
+            engine = load_pair(self.pair, large=large, small=small, backend=backend,
+                               profile=cues if cues is not None else profile, cue_matching=cue_matching,
+                               config=config, large_url=large_url, small_url=small_url,
+                               speculative=speculative, draft_max=draft_max, draft_model=draft_model,
+                               progress=progress, **options)
+        self.engine = engine
+        mode = engine.config.mode  # an engine passed in brings its own configuration
+        self.scorer = engine.small if mode == "small" else engine.large
+        self.info = {"pair": self.pair, "large": large, "small": small, "backend": backend, "mode": mode,
+                     "profile": engine.profile.name, "cues": list(engine.profile.cues),
+                     "cue_matching": engine.profile.mode, "answer_model": engine.config.answer_model,
+                     "speculative": speculative, "scored_by": "small" if mode == "small" else "large"}
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "RelayGenLM":
+        """``key=value,...`` (lists and quoted strings may contain commas) or one JSON object."""
+        text = (arg_string or "").strip()
+        if text.startswith("{"):
+            try:
+                args = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"--model_args looks like JSON but does not parse: {e}") from None
+        else:
+            args = _parse_key_values(text)
+        return cls.create_from_arg_obj(args, additional_config)
+
+    # --- lm-eval's contract ------------------------------------------------------------------
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        out = []
+        bar = tqdm(total=len(requests), desc="relaygen generate", disable=disable_tqdm or not self.progress)
+        for req in requests:
+            context, gen_kwargs = req.args
+            occurrence = self._seen[context]
+            self._seen[context] += 1
+            params = self._sampling(gen_kwargs, context, occurrence)
+            try:
+                result = self.engine.generate(context, params, chat=False)
+            except ConfigError as e:
+                raise ConfigError(f"{req.task_name} doc {req.doc_id}: {e} (raise n_ctx= in --model_args, or "
+                                  "lower max_gen_toks)") from None
+            out.append(result.text)
+            self._record(req, result)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), result.text)
+            bar.update(1)
+            bar.set_postfix_str(f"large {_share(self.records):.0%} of tokens")
+        bar.close()
+        self._write_stats()
+        return out
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        # requests that share a context run back to back: the KV cache keeps the context between them
+        order = sorted(range(len(requests)), key=lambda i: requests[i].args)
+        for i in tqdm(order, desc="relaygen loglikelihood", disable=disable_tqdm or not self.progress):
+            context, continuation = requests[i].args
+            ctx, cont = self._encode_pair(context, continuation)
+            logprobs, greedy = self.scorer.token_logprobs(ctx + cont, len(ctx))
+            results[i] = (float(logprobs.sum()), bool(greedy.all()))
+            self.cache_hook.add_partial("loglikelihood", (context, continuation), results[i])
+        return results  # type: ignore[return-value]
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+
+        out = []
+        start = self.scorer.document_start_token()
+        for req in tqdm(requests, desc="relaygen loglikelihood_rolling", disable=disable_tqdm or not self.progress):
+            (text,) = req.args
+            tokens = self.scorer.tokenize(text.encode("utf-8"), special=True)
+            total = 0.0
+            for window in get_rolling_token_windows(tokens, start, self.scorer.n_ctx, context_len=1):
+                ctx, cont = make_disjoint_window(window)
+                total += float(self.scorer.token_logprobs(list(ctx) + list(cont), len(ctx))[0].sum())
+            out.append(total)
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
+        return out
+
+    # --- chat templates ----------------------------------------------------------------------
+    def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
+        """The model's own template. Without a generation prompt the last (assistant) message is a
+        prefix the model continues, so it is appended after the assistant's opening."""
+        if add_generation_prompt or not chat_history or chat_history[-1].get("role") != "assistant":
+            return self.engine.large.chat_prompt(list(chat_history))
+        return self.engine.large.chat_prompt(list(chat_history[:-1])) + chat_history[-1]["content"]
+
+    @property
+    def tokenizer_name(self) -> str:
+        return f"relaygen:{Path(str(getattr(self.engine.large, 'path', self.pair or 'default'))).name}"
+
+    def chat_template(self, chat_template: bool | str = False) -> str:
+        """What the template renders for a probe conversation (lm-eval logs and hashes it)."""
+        probe = [{"role": "system", "content": "{system}"}, {"role": "user", "content": "{user}"}]
+        return self.engine.large.chat_prompt(probe)
+
+    def get_model_info(self) -> dict:
+        info = {**self.info, "stats": summarise(self.records)}
+        if self._stats_file is not None and self.records:
+            info["requests_file"] = str(self._stats_file)
+        return {"relaygen": info}
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _sampling(self, gen_kwargs: dict, context: str, occurrence: int) -> SamplingParams:
+        gen_kwargs = dict(gen_kwargs or {})
+        unknown = set(gen_kwargs) - set(GEN_KWARGS)
+        if unknown:
+            raise ConfigError(f"unsupported generation argument(s) {', '.join(sorted(unknown))}; relaygen "
+                              f"supports {', '.join(GEN_KWARGS)}")
+        until = gen_kwargs.get("until") or []
+        until = [until] if isinstance(until, str) else [s for s in until if s]
+        temperature = gen_kwargs.get("temperature", self.defaults["temperature"])
+        do_sample = gen_kwargs.get("do_sample")
+        if do_sample is False:
+            temperature = 0.0
+        elif do_sample and not temperature:
+            raise ConfigError("do_sample=True with temperature=0: set a temperature (e.g. 0.6)")
+        base = int(gen_kwargs.get("seed", self.seed))
+        # the same prompt gets the same seed whatever the order of requests; repeats get new ones
+        seed = zlib.crc32(f"{base}:{occurrence}:{context}".encode("utf-8"))
+        return SamplingParams(temperature=float(temperature), top_p=float(gen_kwargs.get("top_p", self.defaults["top_p"])),
+                              top_k=int(gen_kwargs.get("top_k", self.defaults["top_k"])), seed=seed,
+                              max_tokens=int(gen_kwargs.get("max_gen_toks", self.defaults["max_gen_toks"])),
+                              stop=tuple(until))
+
+    def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+        """As lm-eval's hf model: trailing spaces of the context move to the continuation, the pair is
+        tokenized whole, and an empty context becomes the document-start token."""
+        spaces = len(context) - len(context.rstrip())
+        if spaces:
+            context, continuation = context[:-spaces], context[-spaces:] + continuation
+        tok = self.scorer.tokenize
+        if not context:
+            ctx, cont = [self.scorer.document_start_token()], tok(continuation.encode("utf-8"), special=True)
+        else:
+            whole = tok((context + continuation).encode("utf-8"), special=True, add_bos=True)
+            ctx = tok(context.encode("utf-8"), special=True, add_bos=True)
+            ctx, cont = whole[: len(ctx)], whole[len(ctx):]
+            if not ctx:
+                ctx = [self.scorer.document_start_token()]
+        if not cont:
+            raise ConfigError(f"empty continuation after tokenizing {continuation!r}")
+        limit = self.scorer.n_ctx
+        if len(cont) >= limit:
+            raise ConfigError(f"a continuation of {len(cont)} tokens does not fit n_ctx={limit}")
+        if len(ctx) + len(cont) > limit:  # keep the end of the context, as lm-eval's hf model does
+            ctx = ctx[len(ctx) + len(cont) - limit:]
+        return ctx, cont
+
+    def _record(self, req, result: RelayResult) -> None:
+        s = result.stats
+        self.records.append({
+            "task": req.task_name, "doc_id": req.doc_id, "prompt_tokens": (s.large.prompt_tokens or s.small.prompt_tokens),
+            "generated_tokens": s.generated_tokens, "large_tokens": s.large.generated_tokens,
+            "small_tokens": s.small.generated_tokens, "large_share": round(s.large_share, 4),
+            "switches": s.switches, "seconds": round(s.wall_seconds, 3), "finish_reason": s.finish_reason,
+            "cues_fired": s.cues_fired,
+        })
+
+    def _write_stats(self) -> None:
+        if self._stats_file is None or not self.records:
+            return
+        self._stats_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._stats_file, "w", encoding="utf-8") as f:
+            for r in self.records:
+                f.write(json.dumps(r) + "\n")
+        for task, row in summarise(self.records).items():
+            print(f"relaygen {task}: {row['requests']} requests, large model wrote {row['large_share']:.1%} of "
+                  f"{row['generated_tokens']} tokens, {row['switches_per_request']:.1f} switches per request, "
+                  f"{row['tokens_per_second']:.1f} tok/s", file=sys.stderr)
+        print(f"relaygen: per-request statistics in {self._stats_file}", file=sys.stderr)
+
+
+def summarise(records: list[dict]) -> dict[str, dict]:
+    """Per task (and ``all``): requests, tokens by each model, share of the large model (token-weighted),
+    switches per request, time, throughput and finish reasons."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(str(r["task"]), []).append(r)
+    if len(groups) > 1:
+        groups["all"] = records
+    out = {}
+    for task, rows in groups.items():
+        tokens = sum(r["generated_tokens"] for r in rows)
+        seconds = sum(r["seconds"] for r in rows)
+        out[task] = {
+            "requests": len(rows), "generated_tokens": tokens,
+            "large_tokens": sum(r["large_tokens"] for r in rows), "small_tokens": sum(r["small_tokens"] for r in rows),
+            "large_share": _share(rows), "switches_per_request": sum(r["switches"] for r in rows) / len(rows),
+            "seconds": round(seconds, 3), "tokens_per_second": tokens / seconds if seconds else 0.0,
+            "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
+        }
+    return out
+
+
+def _share(rows: list[dict]) -> float:
+    tokens = sum(r["generated_tokens"] for r in rows)
+    return sum(r["large_tokens"] for r in rows) / tokens if tokens else 0.0
+
+
+def _backend_options(backend: str, device: str | None, **given: Any) -> dict:
+    """Only the options this backend takes; a device from ``--device`` maps to GPU offload on llama.cpp."""
+    accepted = {"llamacpp": ("n_ctx", "n_threads", "n_gpu_layers"), "hf": ("n_ctx", "n_threads", "dtype"),
+                "openai": ("n_ctx", "chat_template", "api_key")}.get(backend)
+    if accepted is None:
+        return {}  # load_pair names the valid backends
+    wrong = [k for k, v in given.items() if v is not None and k not in accepted and k != "n_ctx"]
+    if wrong:
+        raise ConfigError(f"{', '.join(wrong)} do(es) not apply to backend={backend}")
+    options = {k: v for k, v in given.items() if v is not None and k in accepted}
+    if device is not None:
+        if backend == "hf":
+            options["device"] = device
+        elif backend == "llamacpp" and "n_gpu_layers" not in options:
+            options["n_gpu_layers"] = -1 if device.split(":")[0] in GPU_DEVICES else 0
+    return options
+
+
+def _parse_key_values(text: str) -> dict:
+    """``key=value`` pairs split on top-level commas, values parsed like lm-eval's CLI does."""
+    try:
+        from lm_eval._cli.utils import key_val_to_dict  # lm-eval >= 0.4.10: respects brackets and quotes
+    except ImportError:  # pragma: no cover - older lm-eval
+        from lm_eval.utils import simple_parse_args_string as key_val_to_dict
+    try:
+        return key_val_to_dict(text)
+    except ValueError as e:
+        raise ConfigError(f"--model_args: {e}") from None
+
+
+def _stats_path_beside_output(pretrained: str | None) -> Path | None:
+    """When lm_eval runs with --output_path: the folder where lm-eval writes the results file (named
+    after ``pretrained``, as lm-eval names it; the output path itself when there is no name), else None."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--output_path", "-o", default=None)
+    try:
+        known, _ = parser.parse_known_args(sys.argv[1:])
+    except SystemExit:  # pragma: no cover - malformed argv: lm-eval reports it
+        return None
+    if not known.output_path:
+        return None
+    out = Path(known.output_path)
+    if out.suffix == ".json":
+        folder = out.parent
+    else:
+        from lm_eval.utils import sanitize_model_name
+
+        folder = out / sanitize_model_name(pretrained) if pretrained else out
+    return folder / f"relaygen_requests_{datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}.jsonl"
+
+
+def register() -> None:
+    """Register ``relaygen`` with lm-eval now (the start-up hook does this by itself; call it when
+    running with ``python -S`` or from a program that imported lm-eval's registry unusually)."""
+    import lm_eval.models  # noqa: F401 - built-ins first, or get_model would never load them
+
+    from .lm_eval_hook import register_lazily
+
+    register_lazily()

@@ -1,0 +1,184 @@
+"""The lm-evaluation-harness model: the real `lm_eval` command, registration, and the LM contract."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+import pytest
+
+pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
+pytest.importorskip("math_verify", reason="the lm-eval extra is not installed")
+
+from lm_eval.api.instance import Instance  # noqa: E402
+
+from relaygen_integrations import ConfigError, RelayConfig, RelayEngine  # noqa: E402
+from relaygen_integrations.backends.llamacpp import LlamaCppBackend  # noqa: E402
+from relaygen_integrations.integrations.lm_eval import RelayGenLM  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+LM_EVAL = Path(sys.executable).parent / "lm_eval"
+
+
+def run_lm_eval(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(LM_EVAL), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_lm_eval_command_runs_relaygen_on_a_local_task(smollm2_path, tmp_path):
+    """`lm_eval --model relaygen` as users type it, with JSON model_args whose cues contain commas."""
+    model_args = json.dumps({"pretrained": "smollm2-135m-self", "n_threads": 2,
+                             "cues": ["Therefore,", "So,", "First,", "Now", "the", "is"]})
+    p = run_lm_eval("--model", "relaygen", "--model_args", model_args, "--tasks", "relaygen_gsm8k_cot",
+                    "--include_path", "evals/tasks", "--apply_chat_template", "--limit", "3",
+                    "--gen_kwargs", "max_gen_toks=48", "--output_path", str(tmp_path), "--log_samples")
+    assert p.returncode == 0, p.stderr[-3000:]
+    [results_file] = (tmp_path / "smollm2-135m-self").glob("results_*.json")
+    results = json.loads(results_file.read_text())
+    assert 0.0 <= results["results"]["relaygen_gsm8k_cot"]["exact_match,none"] <= 1.0
+    info = results["config"]["relaygen"]
+    assert info["cues"] == ["Therefore,", "So,", "First,", "Now", "the", "is"] and info["scored_by"] == "large"
+    stats = info["stats"]["relaygen_gsm8k_cot"]
+    assert stats["requests"] == 3 and stats["large_tokens"] + stats["small_tokens"] == stats["generated_tokens"]
+    assert stats["switches_per_request"] > 0 and 0 < stats["large_share"] < 1  # the relay really ran
+    # per-request statistics beside the results file, one line per request, matching the samples
+    rows = [json.loads(line) for line in Path(info["requests_file"]).read_text().splitlines()]
+    assert Path(info["requests_file"]).parent == results_file.parent
+    assert sorted(r["doc_id"] for r in rows) == [0, 1, 2]
+    assert sum(r["generated_tokens"] for r in rows) == stats["generated_tokens"]
+    [samples_file] = (tmp_path / "smollm2-135m-self").glob("samples_relaygen_gsm8k_cot_*.jsonl")
+    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
+    assert len(samples) == 3 and all(s["resps"][0][0].strip() for s in samples)
+    assert all("<|im_start|>" in s["arguments"]["gen_args_0"]["arg_0"] for s in samples)  # chat template applied
+
+
+def test_registration_keeps_lm_evals_built_in_models():
+    code = ("from lm_eval.api.registry import get_model, model_registry\n"
+            "cls = get_model('relaygen')\n"
+            "print(cls.__module__, cls.__name__, get_model('dummy').__name__, get_model('hf').__name__,\n"
+            "      'vllm' in model_registry, len(model_registry))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    module, name, dummy, hf, has_vllm, count = p.stdout.split()
+    assert (module, name) == ("relaygen_integrations.integrations.lm_eval", "RelayGenLM")
+    assert dummy == "DummyLM" and hf == "HFLM" and has_vllm == "True"
+    import lm_eval.models  # noqa: F401
+
+    from lm_eval.api.registry import model_registry
+
+    assert int(count) == len(model_registry)  # relaygen added in this process too, nothing hidden
+
+
+def test_startup_hook_is_installed_and_imports_nothing_until_lm_eval_does():
+    import site
+
+    installed = [Path(d) for d in site.getsitepackages() if (Path(d) / "relaygen_integrations_lm_eval.pth").exists()]
+    assert installed, "the wheel's .pth start-up hook is not installed"
+    hook = installed[0] / "_relaygen_lm_eval_hook.py"
+    source = REPO / "relaygen_integrations" / "integrations" / "lm_eval_hook.py"
+    assert hook.read_text() == source.read_text(), "installed hook is stale: reinstall (pip install -e .)"
+    code = "import sys; print(sorted(m for m in sys.modules if m.split('.')[0] in ('relaygen_integrations', 'lm_eval', 'numpy', '_relaygen_lm_eval_hook')))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and not p.stderr
+    assert p.stdout.strip() == "['_relaygen_lm_eval_hook']"
+
+
+def test_startup_hook_is_inert_where_lm_eval_is_not_installed(tmp_path):
+    """A bare environment with only the hook: start-up is silent and `import lm_eval` fails as usual."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "env")], check=True, timeout=120)
+    py = tmp_path / "env" / "bin" / "python"
+    site_dir = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                   capture_output=True, text=True, check=True).stdout.strip())
+    src = REPO / "relaygen_integrations" / "integrations"
+    (site_dir / "_relaygen_lm_eval_hook.py").write_text((src / "lm_eval_hook.py").read_text())
+    (site_dir / "relaygen_integrations_lm_eval.pth").write_text((src / "relaygen_integrations_lm_eval.pth").read_text())
+    p = subprocess.run([str(py), "-c", "import sys; print(type(sys.meta_path[0]).__name__); import lm_eval"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "LmEvalModelsFinder"
+    assert p.returncode == 1 and p.stderr.strip().endswith("ModuleNotFoundError: No module named 'lm_eval'")
+
+
+def test_model_args_key_value_form_accepts_cue_lists_and_reports_mistakes(smollm2_path):
+    lm = RelayGenLM.create_from_arg_string('pretrained=smollm2-135m-self,cues=["So,","Now"],n_threads=2,progress=False')
+    assert lm.engine.profile.cues == ("So,", "Now")
+    lm = RelayGenLM.create_from_arg_string('{"pair": "smollm2-135m-self", "cues": ["So, then", "Now"], "progress": false}')
+    assert lm.engine.profile.cues == ("So, then", "Now")
+    for bad, message in [("pretrained=smollm2-135m-self,temprature=0.5", "unknown relaygen model argument"),
+                         ("pretrained=smollm2-135m-self,backend=hf,n_gpu_layers=10", "n_gpu_layers"),
+                         ('pretrained=smollm2-135m-self,cues="So,"', "cues must be a list"),
+                         ("pretrained=smollm2-135m-self,pair=other", "pass the pair once"),
+                         ('{"pretrained": "smollm2-135m-self",', "does not parse")]:
+        with pytest.raises(ConfigError, match=message):
+            RelayGenLM.create_from_arg_string(bad)
+
+
+def request(kind: str, *args, doc_id: int = 0) -> Instance:
+    return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=("unit", doc_id, 1))
+
+
+@pytest.fixture(scope="module")
+def smol_lm(smollm2_path):
+    return RelayGenLM(pretrained="smollm2-135m-self", n_threads=2, n_ctx=1024, progress=False,
+                      cues=["the", "is", "and"])
+
+
+def test_generate_until_honours_until_budget_sampling_and_seeds(smol_lm):
+    prompt = smol_lm.apply_chat_template([{"role": "user", "content": "Write three sentences about cats."}])
+    greedy = request("generate_until", prompt, {"until": [], "max_gen_toks": 24, "do_sample": False})
+    a, b = smol_lm.generate_until([greedy, greedy])
+    assert a == b and a
+    assert smol_lm.records[-1]["generated_tokens"] <= 24 and smol_lm.records[-1]["finish_reason"] == "length"
+    [cut] = smol_lm.generate_until([request("generate_until", prompt, {"until": ["."], "max_gen_toks": 64})])
+    assert "." not in cut and a.startswith(cut)
+    sampled = request("generate_until", prompt, {"do_sample": True, "temperature": 1.0, "max_gen_toks": 24})
+    smol_lm._seen.clear()  # a new evaluation run
+    first, repeat = smol_lm.generate_until([sampled, sampled])  # a repeated request is a new sample
+    assert first != repeat
+    smol_lm._seen.clear()
+    assert smol_lm.generate_until([sampled])[0] == first  # same prompt, same base seed: same sample
+    with pytest.raises(ConfigError, match="unsupported generation argument"):
+        smol_lm.generate_until([request("generate_until", prompt, {"repetition_penalty": 1.1})])
+    with pytest.raises(ConfigError, match="do_sample=True with temperature=0"):
+        smol_lm.generate_until([request("generate_until", prompt, {"do_sample": True, "temperature": 0})])
+
+
+def test_apply_chat_template_continues_a_prefilled_assistant_turn(smol_lm):
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "The answer is"}]
+    text = smol_lm.apply_chat_template(chat, add_generation_prompt=False)
+    assert text == smol_lm.apply_chat_template(chat[:1]) + "The answer is"
+
+
+def direct_logprob(llm: llama_cpp.Llama, ids: list[int], first: int) -> float:
+    """Sum of log p(ids[i] | ids[:i]) for i >= first, from llama.cpp's own all-position logits."""
+    llm.reset()
+    llm.eval(ids)
+    rows = llm.scores[first - 1: len(ids) - 1].astype(np.float64)
+    rows -= rows.max(axis=1, keepdims=True)
+    logp = rows - np.log(np.exp(rows).sum(axis=1, keepdims=True))
+    return float(sum(logp[i, t] for i, t in enumerate(ids[first:])))
+
+
+def test_loglikelihood_is_the_large_models_and_ranks_choices_like_it(smollm2_path, tiny_models):
+    """The large model is SmolLM2, the small a random tiny model: scores must be SmolLM2's own."""
+    large = LlamaCppBackend(smollm2_path, n_ctx=512, n_threads=2, chat_format="raw")
+    small = LlamaCppBackend(tiny_models["a"], n_ctx=512, n_threads=2, chat_format="raw")
+    lm = RelayGenLM(engine=RelayEngine(large, small, ["So,"]), progress=False)
+    context = "Question: What is the capital of France?\nAnswer:"
+    choices = [" Paris", " London", " banana", " the moon"]
+    scores = lm.loglikelihood([request("loglikelihood", context, c, doc_id=i) for i, c in enumerate(choices)])
+    direct_llm = llama_cpp.Llama(str(smollm2_path), n_ctx=512, n_threads=2, logits_all=True, verbose=False)
+    ctx_ids = large.tokenize(context.encode(), special=True, add_bos=True)
+    direct = [direct_logprob(direct_llm, ctx_ids + large.tokenize(c.encode(), special=True), len(ctx_ids))
+              for c in choices]
+    np.testing.assert_allclose([s for s, _ in scores], direct, atol=0.05)  # batch shapes differ slightly
+    assert np.argsort([s for s, _ in scores]).tolist() == np.argsort(direct).tolist()
+    assert scores[0][0] == max(s for s, _ in scores)
+    tiny = RelayGenLM(engine=RelayEngine(large, small, ["So,"], RelayConfig(mode="small")), progress=False)
+    tiny_scores = tiny.loglikelihood([request("loglikelihood", context, c) for c in choices])
+    assert not np.allclose([s for s, _ in tiny_scores], direct, atol=0.5)  # the test can tell them apart
+    # rolling loglikelihood over one window equals the direct sum after the document-start token
+    text = "The quick brown fox jumps over the lazy dog."
+    [rolling] = lm.loglikelihood_rolling([request("loglikelihood_rolling", text)])
+    ids = [large.document_start_token()] + large.tokenize(text.encode(), special=True)
+    assert rolling == pytest.approx(direct_logprob(direct_llm, ids, 1), abs=0.05)
