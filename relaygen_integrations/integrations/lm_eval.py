@@ -81,7 +81,6 @@ class RelayGenLM(LM):
         if str(batch_size or 1) not in ("1", "auto"):
             print(f"relaygen: batch_size={batch_size} ignored: requests run one at a time", file=sys.stderr)
         self.pair = pretrained or pair
-        self.mode = mode
         self.defaults = {"max_gen_toks": max_gen_toks, "temperature": temperature, "top_p": top_p, "top_k": top_k}
         SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_gen_toks).validated()
         self.seed = int(seed)
@@ -135,8 +134,8 @@ class RelayGenLM(LM):
             try:
                 result = self.engine.generate(context, params, chat=False)
             except ConfigError as e:
-                raise ConfigError(f"{req.task_name} doc {req.doc_id}: {e} (raise n_ctx= in --model_args, or "
-                                  "lower max_gen_toks)") from None
+                hint = " (raise n_ctx= in --model_args)" if "context window" in str(e) else ""
+                raise ConfigError(f"{req.task_name} doc {req.doc_id}: {e}{hint}") from None
             out.append(result.text)
             self._record(req, result)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), result.text)
@@ -296,20 +295,32 @@ def _share(rows: list[dict]) -> float:
 
 
 def _backend_options(backend: str, device: str | None, **given: Any) -> dict:
-    """Only the options this backend takes; a device from ``--device`` maps to GPU offload on llama.cpp."""
+    """Only the options this backend takes. ``device`` comes from lm-eval's ``--device``, whose default
+    is ``cuda:0`` even on machines without CUDA, so it is a preference: llama.cpp offloads every layer for
+    a GPU device (a build without GPU support runs on the CPU regardless), transformers falls back to
+    the best available device, and servers choose their own."""
     accepted = {"llamacpp": ("n_ctx", "n_threads", "n_gpu_layers"), "hf": ("n_ctx", "n_threads", "dtype"),
                 "openai": ("n_ctx", "chat_template", "api_key")}.get(backend)
     if accepted is None:
         return {}  # load_pair names the valid backends
-    wrong = [k for k, v in given.items() if v is not None and k not in accepted and k != "n_ctx"]
+    wrong = [k for k, v in given.items() if v is not None and k not in accepted]
     if wrong:
         raise ConfigError(f"{', '.join(wrong)} do(es) not apply to backend={backend}")
     options = {k: v for k, v in given.items() if v is not None and k in accepted}
-    if device is not None:
-        if backend == "hf":
-            options["device"] = device
-        elif backend == "llamacpp" and "n_gpu_layers" not in options:
-            options["n_gpu_layers"] = -1 if device.split(":")[0] in GPU_DEVICES else 0
+    if device is None:
+        return options
+    kind = device.split(":")[0].lower()
+    if backend == "llamacpp" and "n_gpu_layers" not in options:
+        options["n_gpu_layers"] = -1 if kind in GPU_DEVICES else 0
+    elif backend == "hf":
+        import torch
+
+        unavailable = kind == "cuda" and not torch.cuda.is_available() or kind == "mps" and not (
+            getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
+        if unavailable:
+            print(f"relaygen: device {device} is not available here; the hf backend picks the best one",
+                  file=sys.stderr)
+        options["device"] = "auto" if unavailable else device
     return options
 
 

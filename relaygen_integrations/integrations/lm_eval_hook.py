@@ -7,7 +7,8 @@ The wheel installs this file as the top-level module ``_relaygen_lm_eval_hook`` 
 registered there, it registers ``relaygen`` as a lazy name (nothing of relaygen is imported until
 the model is used). Registering any earlier would hide lm-eval's built-in models: lm-eval imports
 them only when its registry is empty. Without lm-eval installed, the finder never fires.
-Cost: ``python evals/startup_cost.py`` measures interpreter start-up with and without it.
+``RELAYGEN_LM_EVAL_HOOK=0`` turns it off; ``python evals/startup_cost.py`` measures what it costs.
+An editable install holds a copy of this file: reinstall after changing it.
 """
 
 import sys

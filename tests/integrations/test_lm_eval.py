@@ -1,6 +1,7 @@
 """The lm-evaluation-harness model: the real `lm_eval` command, registration, and the LM contract."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,9 @@ def test_startup_hook_is_installed_and_imports_nothing_until_lm_eval_does():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0 and not p.stderr
     assert p.stdout.strip() == "['_relaygen_lm_eval_hook']"
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "RELAYGEN_LM_EVAL_HOOK": "0"})
+    assert off.stdout.strip() == "[]"  # the documented switch turns it off
 
 
 def test_startup_hook_is_inert_where_lm_eval_is_not_installed(tmp_path):
@@ -141,6 +145,22 @@ def test_generate_until_honours_until_budget_sampling_and_seeds(smol_lm):
         smol_lm.generate_until([request("generate_until", prompt, {"repetition_penalty": 1.1})])
     with pytest.raises(ConfigError, match="do_sample=True with temperature=0"):
         smol_lm.generate_until([request("generate_until", prompt, {"do_sample": True, "temperature": 0})])
+    with pytest.raises(ConfigError, match=r"unit doc 7: .*context window of 1024 tokens \(raise n_ctx="):
+        smol_lm.generate_until([request("generate_until", "word " * 1500, {"max_gen_toks": 8}, doc_id=7)])
+
+
+def test_lm_evals_device_is_a_preference():
+    """lm-eval passes --device, default cuda:0 even on machines without CUDA."""
+    from relaygen_integrations.integrations.lm_eval import _backend_options
+
+    assert _backend_options("llamacpp", "cuda:0", n_ctx=4096)["n_gpu_layers"] == -1
+    assert _backend_options("llamacpp", "cpu", n_ctx=4096)["n_gpu_layers"] == 0
+    assert _backend_options("llamacpp", "cuda:0", n_ctx=4096, n_gpu_layers=10)["n_gpu_layers"] == 10
+    import torch
+
+    expected = "cuda:0" if torch.cuda.is_available() else "auto"
+    assert _backend_options("hf", "cuda:0", n_ctx=4096)["device"] == expected
+    assert "device" not in _backend_options("openai", "cuda:0", n_ctx=4096)
 
 
 def test_apply_chat_template_continues_a_prefilled_assistant_turn(smol_lm):
