@@ -144,6 +144,25 @@ class RelayEngine:
         prompt_text = self._render(prompt, chat)
         return _Run(self, prompt_text, params).events()
 
+    def check(self, prompt: "str | list[dict]", params: SamplingParams | None = None, *, chat: bool = True) -> None:
+        """Raise now what ``stream`` would reject (bad parameters, an empty or over-long prompt), without
+        touching a KV cache, so a caller that must wait for the engine can fail a bad request at once."""
+        (params or SamplingParams()).validated()
+        self._prompt_ids(self._render(prompt, chat))
+
+    def _prompt_ids(self, prompt_text: str) -> dict[str, list[int]]:
+        """The prompt in each participating model's tokens; an error if it leaves no room to write."""
+        out = {}
+        for role, backend in (("large", self.large), ("small", self.small)):
+            if role == "small" and self.config.mode == "large" or role == "large" and self.config.mode == "small":
+                continue
+            ids = backend.prompt_tokens(prompt_text)
+            if len(ids) + 1 > backend.n_ctx:
+                raise ConfigError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
+                                  f"context window of {backend.n_ctx} tokens")
+            out[role] = ids
+        return out
+
     def _render(self, prompt: "str | list[dict]", chat: bool) -> str:
         if isinstance(prompt, str):
             if not prompt.strip():
@@ -166,13 +185,8 @@ class _Run:
         self.e, self.cfg, self.params = engine, engine.config, params
         self.stats = RelayStats(handoff="ids" if engine._by_ids else "text")
         self.parts: dict[str, _Participant] = {}
-        for role, backend in (("large", engine.large), ("small", engine.small)):
-            if role == "small" and self.cfg.mode == "large" or role == "large" and self.cfg.mode == "small":
-                continue
-            ids = backend.prompt_tokens(prompt_text)
-            if len(ids) + 1 > backend.n_ctx:
-                raise ConfigError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
-                                  f"context window of {backend.n_ctx} tokens")
+        for role, ids in engine._prompt_ids(prompt_text).items():
+            backend = getattr(engine, role)
             if not self.cfg.reuse_prompt_cache:
                 backend.reset()
             st: ModelStats = getattr(self.stats, role)

@@ -1,0 +1,112 @@
+"""Time to first token and throughput through LiteLLM versus calling the engine directly.
+
+For each prompt the three ways run back to back (direct `engine.stream`, `litellm.completion(stream=True)`,
+`await litellm.acompletion(stream=True)`), in a rotating order, on the same loaded engine (the provider's),
+greedy, so all three write the same tokens. Time to first token: from the call to the first text delta.
+
+    python evals/bench_litellm.py --problems 5 --max-tokens 128 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from relaygen_integrations import SamplingParams  # noqa: E402
+from relaygen_integrations.integrations.litellm import RelayGenProvider, register  # noqa: E402
+from relaygen_integrations.math_tasks import load_problems, math_prompt  # noqa: E402
+
+import litellm  # noqa: E402  (after the provider: it switches off litellm's price-list download)
+
+DATA = Path(__file__).resolve().parent / "data" / "gsm8k_test.jsonl"
+
+
+def direct(engine, messages, max_tokens):
+    t0, first, text = time.perf_counter(), None, ""
+    for event in engine.stream(messages, SamplingParams(temperature=0, max_tokens=max_tokens)):
+        if event.kind == "text" and event.text:
+            first = first or time.perf_counter() - t0
+            text += event.text
+        elif event.kind == "done":
+            tokens = event.result.stats.generated_tokens
+    return first, time.perf_counter() - t0, tokens, text
+
+
+def through_litellm(model, messages, max_tokens):
+    t0, first, text = time.perf_counter(), None, ""
+    for chunk in litellm.completion(model=model, messages=messages, stream=True, temperature=0, max_tokens=max_tokens):
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            first = first or time.perf_counter() - t0
+            text += delta
+            relay = (chunk.provider_specific_fields or {}).get("relay") or {}
+            tokens = relay.get("large_tokens", 0) + relay.get("small_tokens", 0) or None
+    return first, time.perf_counter() - t0, tokens, text
+
+
+async def through_litellm_async(model, messages, max_tokens):
+    t0, first, text = time.perf_counter(), None, ""
+    async for chunk in await litellm.acompletion(model=model, messages=messages, stream=True, temperature=0,
+                                                 max_tokens=max_tokens):
+        delta = chunk.choices[0].delta.content if chunk.choices else None
+        if delta:
+            first = first or time.perf_counter() - t0
+            text += delta
+            relay = (chunk.provider_specific_fields or {}).get("relay") or {}
+            tokens = relay.get("large_tokens", 0) + relay.get("small_tokens", 0) or None
+    return first, time.perf_counter() - t0, tokens, text
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pair", default="qwen2.5-coder-1.5b+0.5b")
+    ap.add_argument("--problems", type=int, default=5)
+    ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=2, help="passes over the problems")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    provider = register(RelayGenProvider(**({"n_threads": args.threads} if args.threads else {})))
+    model = f"relaygen/{args.pair}"
+    litellm.completion(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # load + warm up
+    engine = provider._engines[args.pair].engine
+    ways = {
+        "engine.stream (direct)": lambda m: direct(engine, m, args.max_tokens),
+        "litellm.completion(stream=True)": lambda m: through_litellm(model, m, args.max_tokens),
+        "litellm.acompletion(stream=True)": lambda m: asyncio.run(through_litellm_async(model, m, args.max_tokens)),
+    }
+    rows = {name: [] for name in ways}
+    problems = load_problems(DATA, limit=args.problems)
+    for r in range(args.rounds):
+        for i, p in enumerate(problems):
+            messages = [{"role": "user", "content": math_prompt(p["problem"])}]
+            names = list(ways)
+            names = names[(i + r) % 3:] + names[: (i + r) % 3]  # rotate who goes first
+            texts = set()
+            for name in names:
+                first, total, tokens, text = ways[name](messages)
+                rows[name].append((first, total, tokens))
+                texts.add(text)
+            if len(texts) != 1:
+                print(f"warning: problem {i}: the three ways wrote different texts", file=sys.stderr)
+    print(f"pair {args.pair}, {args.problems} GSM8K problems x {args.rounds} rounds, greedy, max_tokens "
+          f"{args.max_tokens}, ways interleaved per problem\n")
+    print("| way | time to first token, ms (median, min-max) | tokens/s (median, min-max) | TTFT / direct | tok/s / direct |")
+    print("|---|---|---|---|---|")
+    base_ttft = statistics.median(r[0] for r in rows["engine.stream (direct)"])
+    base_tps = statistics.median(r[2] / r[1] for r in rows["engine.stream (direct)"])
+    for name, values in rows.items():
+        ttft = [v[0] * 1e3 for v in values]
+        tps = [v[2] / v[1] for v in values]
+        print(f"| {name} | {statistics.median(ttft):.0f} ({min(ttft):.0f}-{max(ttft):.0f}) | "
+              f"{statistics.median(tps):.1f} ({min(tps):.1f}-{max(tps):.1f}) | "
+              f"{statistics.median(ttft) / 1e3 / base_ttft:.2f} | {statistics.median(tps) / base_tps:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""LiteLLM provider ``relaygen``: ``litellm.completion(model="relaygen/<pair>[:<profile>]", ...)``.
+
+``register()`` adds it to ``litellm.custom_provider_map``; the LiteLLM proxy loads the module-level
+``handler`` from its config (README). Each model string loads one engine per process, on first use.
+
+Concurrency: an engine is one pair of KV caches, so it serves one request at a time; concurrent calls
+queue on a per-engine lock (throughput is one request's; latency grows with the queue). A stream holds
+its engine until it ends or is closed: async streams stop within a token of being cancelled; a sync
+stream that is abandoned without ``close()`` is collected when the next request has to wait for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import gc
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+# Importing litellm otherwise fetches a model price list from GitHub; its bundled copy is enough here.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm  # noqa: E402
+from litellm import CustomLLM  # noqa: E402
+from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices  # noqa: E402
+
+from ..core.engine import RelayEngine  # noqa: E402
+from ..core.events import RelayResult, RelayStats  # noqa: E402
+from ..core.sampling import SamplingParams  # noqa: E402
+from ..errors import ConfigError, ModelNotFoundError, RelayGenError, ServerError  # noqa: E402
+
+PROVIDER = "relaygen"
+SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "seed", "n")
+NO_OPS = ("stream", "stream_options", "user", "max_retries")  # LiteLLM's own options, an end-user id
+THINK_MARKERS = ("</think>",)  # a pair whose reasoning ends here is a thinking model: split its output
+FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "context": "length"}
+
+
+class _Engine:
+    """A loaded engine and the lock that serialises its requests."""
+
+    def __init__(self, engine: RelayEngine):
+        self.engine = engine
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def hold(self, timeout: float | None):
+        if not self.lock.acquire(timeout=0.05):
+            gc.collect()  # a sync stream abandoned without close() keeps the engine until it is collected
+            if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
+                raise litellm.Timeout(message=f"the engine stayed busy for {timeout} s", model=PROVIDER,
+                                      llm_provider=PROVIDER)
+        try:
+            yield self.engine
+        finally:
+            self.lock.release()
+
+
+class RelayGenProvider(CustomLLM):
+    """The handler. ``load_options`` go to ``load_pair`` (backend, n_threads, n_gpu_layers, large_url, ...);
+    ``reasoning_content``: ``"auto"`` splits reasoning and answer for thinking pairs (marker ``</think>``),
+    ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for its engine."""
+
+    def __init__(self, reasoning_content: bool | str = "auto", queue_timeout: float | None = None,
+                 **load_options: Any):
+        super().__init__()
+        if reasoning_content not in ("auto", True, False):
+            raise ConfigError(f"reasoning_content must be 'auto', True or False, not {reasoning_content!r}")
+        self.reasoning_content = reasoning_content
+        self.queue_timeout = queue_timeout
+        self.load_options = {"progress": False, **load_options}
+        self._engines: dict[str, _Engine] = {}
+        self._loading = threading.Lock()
+        atexit.register(self.close)  # free the models before the interpreter tears down llama.cpp's bindings
+
+    def close(self) -> None:
+        """Free every loaded model (the next request loads again)."""
+        with self._loading:
+            for slot in self._engines.values():
+                slot.engine.large.close()
+                slot.engine.small.close()
+            self._engines.clear()
+
+    # --- LiteLLM's four entry points ---------------------------------------------------------
+    def completion(self, model: str, messages: list, model_response: Any, optional_params: dict,
+                   litellm_params: dict | None = None, timeout: Any = None, **_: Any):
+        with _as_litellm_errors(model):
+            params = self._params(model, optional_params, litellm_params)
+            slot = self._engine(model)
+            with slot.hold(self.queue_timeout) as engine:
+                result = engine.generate(messages, params)
+            return self._fill(model_response, model, result, slot.engine)
+
+    async def acompletion(self, model: str, messages: list, model_response: Any, optional_params: dict,
+                          litellm_params: dict | None = None, **kw: Any):
+        return await asyncio.to_thread(self.completion, model=model, messages=messages, model_response=model_response,
+                                       optional_params=optional_params, litellm_params=litellm_params, **kw)
+
+    def streaming(self, model: str, messages: list, optional_params: dict, litellm_params: dict | None = None,
+                  **_: Any) -> Iterator[ModelResponseStream]:
+        with _as_litellm_errors(model):  # bad requests fail here, at the call, not at the first chunk
+            params = self._params(model, optional_params, litellm_params)
+            slot = self._engine(model)
+            slot.engine.check(messages, params)
+        return self._chunks(slot, model, messages, params)
+
+    def astreaming(self, model: str, messages: list, optional_params: dict, litellm_params: dict | None = None,
+                   **_: Any) -> AsyncIterator[ModelResponseStream]:
+        """LiteLLM calls this in a worker thread (so loading may block) and iterates the result on its
+        event loop; generation runs in a thread of its own that stops when the stream is cancelled."""
+        chunks = self.streaming(model, messages, optional_params, litellm_params)
+        return _in_thread(chunks)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _engine(self, model: str) -> _Engine:
+        with self._loading:  # one load per model string, however many requests arrive at once
+            if model not in self._engines:
+                pair, _, profile = model.partition(":")
+                if not pair:
+                    raise ConfigError("the model string is relaygen/<pair>[:<profile>], e.g. "
+                                      "relaygen/qwen2.5-coder-1.5b+0.5b")
+                from ..loader import load_pair
+
+                self._engines[model] = _Engine(load_pair(pair, profile=profile or None, **self.load_options))
+            return self._engines[model]
+
+    def _params(self, model: str, optional: dict, litellm_params: dict | None) -> SamplingParams:
+        optional = dict(optional or {})
+        unknown = sorted(set(optional) - set(SAMPLING) - set(NO_OPS))
+        drop = bool((litellm_params or {}).get("drop_params") or litellm.drop_params)
+        if unknown and not drop:
+            raise litellm.UnsupportedParamsError(
+                message=f"relaygen does not support {', '.join(unknown)} (supported: {', '.join(SAMPLING)}); "
+                        "pass drop_params=True to ignore unsupported parameters", model=model, llm_provider=PROVIDER)
+        if optional.get("n", 1) != 1:
+            raise litellm.UnsupportedParamsError(message="relaygen writes one choice per request (n=1)",
+                                                 model=model, llm_provider=PROVIDER)
+        budget = optional.get("max_completion_tokens", optional.get("max_tokens"))
+        stop = optional.get("stop") or ()
+        kwargs = {k: optional[k] for k in ("temperature", "top_p", "top_k", "seed") if optional.get(k) is not None}
+        return SamplingParams(max_tokens=budget if budget is not None else SamplingParams.max_tokens,
+                              stop=(stop,) if isinstance(stop, str) else tuple(stop), **kwargs).validated()
+
+    def _splits(self, engine: RelayEngine) -> bool:
+        if self.reasoning_content == "auto":
+            return engine.config.reasoning_end in THINK_MARKERS
+        return bool(self.reasoning_content)
+
+    def _fill(self, response: Any, model: str, result: RelayResult, engine: RelayEngine):
+        split, marker = self._splits(engine), engine.config.reasoning_end or ""
+        message = response.choices[0].message
+        if split:
+            message.content = result.answer.lstrip()
+            message.reasoning_content = _reasoning_text(result, marker)
+        else:
+            message.content = result.text
+        response.choices[0].finish_reason = FINISH.get(result.stats.finish_reason, "stop")
+        response.model = f"{PROVIDER}/{model}"
+        response.created = int(time.time())
+        setattr(response, "usage", _usage(result.stats))
+        return response
+
+    def _chunks(self, slot: _Engine, model: str, messages: list, params: SamplingParams) -> Iterator[ModelResponseStream]:
+        """Text deltas as the engine writes them. The last one is held back to carry the finish reason and
+        the usage (LiteLLM reads usage only from a chunk with content)."""
+        split = self._splits(slot.engine)
+        reasoning = _ReasoningFilter(slot.engine.config.reasoning_end or "")
+        with slot.hold(self.queue_timeout) as engine:
+            events = engine.stream(messages, params)
+            pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
+            answer_started = False
+            try:
+                for event in events:
+                    if event.kind == "text":
+                        field, text = "content", event.text
+                        if split and event.stage == "reasoning":
+                            field, text = "reasoning_content", reasoning.feed(text)
+                        elif split and not answer_started:
+                            text = text.lstrip()  # as the non-streamed content
+                        answer_started = answer_started or (field == "content" and bool(text))
+                        if text:
+                            if pending is not None:
+                                yield _chunk(model, *pending)
+                            pending = (field, text, event.model)
+                    elif event.kind == "done":
+                        rest = reasoning.rest() if split else ""
+                        if rest:  # reasoning cut by the budget before its marker
+                            if pending is not None:
+                                yield _chunk(model, *pending)
+                            pending = ("reasoning_content", rest, None)
+                        stats = event.result.stats
+                        usage = _usage(stats)
+                        yield _chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
+                                     usage, relay=usage.relay)
+            finally:
+                events.close()  # a closed or cancelled stream: the engine pauses its backends
+
+
+class _ReasoningFilter:
+    """Streams reasoning text without the opening ``<think>`` and the closing marker."""
+
+    def __init__(self, marker: str):
+        self.marker, self.buffer, self.started = marker, "", False
+
+    def feed(self, text: str) -> str:
+        self.buffer += text
+        if not self.started:
+            stripped = self.buffer.lstrip()
+            if "<think>".startswith(stripped):
+                return ""  # could still be the opening tag
+            self.buffer = stripped.removeprefix("<think>").lstrip("\n")
+            self.started = True
+        cut = self.buffer.find(self.marker) if self.marker else -1
+        if cut >= 0:
+            out, self.buffer = self.buffer[:cut], ""
+            self.marker = ""  # seen: nothing after it is reasoning
+            return out
+        keep = len(self.marker) - 1 if self.marker else 0
+        out, self.buffer = (self.buffer[:-keep], self.buffer[-keep:]) if keep else (self.buffer, "")
+        return out
+
+    def rest(self) -> str:
+        """What is still held back when the reasoning ends without its marker."""
+        out, self.buffer = self.buffer, ""
+        return out if self.started else out.lstrip().removeprefix("<think>")
+
+
+def _reasoning_text(result: RelayResult, marker: str) -> str:
+    """The reasoning stage without an opening ``<think>`` and without the marker that ended it."""
+    text = result.reasoning.lstrip().removeprefix("<think>").lstrip("\n")
+    return text.removesuffix(marker) if marker else text
+
+
+def _chunk(model: str, field: str, text: str, writer: str | None, finish: str | None = None, usage: Any = None,
+           relay: dict | None = None) -> ModelResponseStream:
+    """One streamed delta; ``provider_specific_fields`` says which model wrote it and, on the last chunk,
+    carries the relay statistics (LiteLLM rebuilds a streamed ``usage`` with the standard counts only)."""
+    delta = Delta(content=text) if field == "content" else Delta(content=None, reasoning_content=text)
+    chunk = ModelResponseStream(model=f"{PROVIDER}/{model}",
+                                choices=[StreamingChoices(index=0, delta=delta, finish_reason=finish)])
+    chunk.provider_specific_fields = {"relay_model": writer, **({"relay": relay} if relay else {})}
+    if usage is not None:
+        chunk.usage = usage
+    return chunk
+
+
+def _usage(stats: RelayStats) -> Any:
+    """OpenAI's three counts plus ``relay``: who wrote how much, switches, time."""
+    prompt = stats.large.prompt_tokens or stats.small.prompt_tokens
+    return litellm.Usage(prompt_tokens=prompt, completion_tokens=stats.generated_tokens,
+                         total_tokens=prompt + stats.generated_tokens,
+                         relay={"large_tokens": stats.large.generated_tokens, "small_tokens": stats.small.generated_tokens,
+                                "large_share": round(stats.large_share, 4), "switches": stats.switches,
+                                "seconds": round(stats.wall_seconds, 3)})
+
+
+async def _in_thread(chunks: Iterator[ModelResponseStream]) -> AsyncIterator[ModelResponseStream]:
+    """Drive a blocking chunk iterator from a thread; cancelling or closing this stream closes it."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue()
+    stop = threading.Event()
+
+    def post(item) -> None:
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+        except RuntimeError:  # the event loop is gone
+            stop.set()
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                if stop.is_set():
+                    break
+                post(("chunk", chunk))
+        except BaseException as e:  # handed to the consumer
+            post(("error", e))
+        finally:
+            chunks.close()  # type: ignore[attr-defined]
+            post(("end", None))
+
+    threading.Thread(target=work, name="relaygen-stream", daemon=True).start()
+    try:
+        while True:
+            kind, item = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+@contextmanager
+def _as_litellm_errors(model: str):
+    """Our errors as the LiteLLM exceptions an OpenAI client expects."""
+    try:
+        yield
+    except (ModelNotFoundError, KeyError) as e:
+        raise litellm.NotFoundError(message=f"relaygen/{model}: {e}", model=model, llm_provider=PROVIDER) from None
+    except ConfigError as e:
+        if "context window" in str(e):
+            raise litellm.ContextWindowExceededError(message=str(e), model=model, llm_provider=PROVIDER) from None
+        raise litellm.BadRequestError(message=str(e), model=model, llm_provider=PROVIDER) from None
+    except ServerError as e:
+        raise litellm.ServiceUnavailableError(message=str(e), model=model, llm_provider=PROVIDER) from None
+    except RelayGenError as e:
+        raise litellm.APIError(status_code=500, message=str(e), model=model, llm_provider=PROVIDER) from None
+
+
+handler = RelayGenProvider()  # what register() and the proxy config use
+
+
+def register(provider: RelayGenProvider | None = None) -> RelayGenProvider:
+    """Make ``relaygen/...`` model strings reach ``provider`` (default: the module's ``handler``)."""
+    provider = provider or handler
+    litellm.custom_provider_map = [p for p in litellm.custom_provider_map if p.get("provider") != PROVIDER]
+    litellm.custom_provider_map.append({"provider": PROVIDER, "custom_handler": provider})
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+    return provider

@@ -1,0 +1,233 @@
+"""The LiteLLM provider through litellm's own entry points, on SmolLM2-135M relaying with itself."""
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed")
+
+from relaygen_integrations import RelayConfig  # noqa: E402
+from relaygen_integrations.integrations.litellm import RelayGenProvider, register  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+MODEL = "relaygen/smollm2-135m-self:all-candidates"  # every candidate cue: the models switch often
+GREEDY = {"temperature": 0, "max_tokens": 48}
+
+
+def ask(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+@pytest.fixture(scope="module")
+def provider(smollm2_path):
+    provider = register(RelayGenProvider(n_threads=2, n_ctx=1024))
+    yield provider
+    provider.close()
+
+
+def content_of(chunks) -> str:
+    return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+
+def test_completion_and_streaming_give_the_same_text_and_relay_usage(provider):
+    r = litellm.completion(model=MODEL, messages=ask("Explain why the sky is blue."), **GREEDY)
+    text, usage = r.choices[0].message.content, r.usage
+    assert text and r.choices[0].finish_reason in ("stop", "length")
+    assert usage.completion_tokens == usage.relay["large_tokens"] + usage.relay["small_tokens"] <= 48
+    assert usage.relay["switches"] > 0 and usage.relay["small_tokens"] > 0  # the relay really ran
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    engine = provider._engines["smollm2-135m-self:all-candidates"].engine
+    chunks, evaluated_at_first = [], None
+    for chunk in litellm.completion(model=MODEL, messages=ask("Explain why the sky is blue."), stream=True,
+                                    stream_options={"include_usage": True}, **GREEDY):
+        if evaluated_at_first is None and chunk.choices and chunk.choices[0].delta.content:
+            evaluated_at_first = engine.large.evaluated_tokens + engine.small.evaluated_tokens
+        chunks.append(chunk)
+    assert content_of(chunks) == text
+    deltas = [c for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(deltas) > 10  # delta by delta, not one chunk at the end
+    # the first delta reached us while the models still had tokens to write
+    assert evaluated_at_first < engine.large.evaluated_tokens + engine.small.evaluated_tokens
+    writers = {c.provider_specific_fields["relay_model"] for c in deltas}
+    assert writers == {"large", "small"}
+    assert deltas[-1].provider_specific_fields["relay"] == {**usage.relay, "seconds": pytest.approx(
+        deltas[-1].provider_specific_fields["relay"]["seconds"])}
+    [final] = [c for c in chunks if getattr(c, "usage", None)]
+    assert (final.usage.prompt_tokens, final.usage.completion_tokens) == (usage.prompt_tokens, usage.completion_tokens)
+
+
+def test_sampling_parameters_are_honoured(provider):
+    prompt = ask("Name three colours.")
+    stop = litellm.completion(model=MODEL, messages=prompt, stop=[","], **GREEDY).choices[0].message.content
+    full = litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content
+    assert "," in full and stop == full[: full.index(",")]
+    short = litellm.completion(model=MODEL, messages=prompt, temperature=0, max_tokens=5)
+    assert short.usage.completion_tokens == 5 and short.choices[0].finish_reason == "length"
+    sampled = [litellm.completion(model=MODEL, messages=prompt, temperature=1.0, top_p=0.9, seed=s, max_tokens=24)
+               .choices[0].message.content for s in (1, 1, 2)]
+    assert sampled[0] == sampled[1] != sampled[2]
+
+
+def test_async_calls_match_the_sync_ones(provider):
+    prompt = ask("Write one sentence about rivers.")
+    expected = litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content
+
+    async def run():
+        r = await litellm.acompletion(model=MODEL, messages=prompt, **GREEDY)
+        stream = await litellm.acompletion(model=MODEL, messages=prompt, stream=True, **GREEDY)
+        return r.choices[0].message.content, content_of([c async for c in stream])
+
+    assert asyncio.run(run()) == (expected, expected)
+
+
+def test_eight_concurrent_async_requests_equal_the_same_requests_one_by_one(provider):
+    prompts = [ask(f"Write one sentence about the number {n}.") for n in range(8)]
+    one_by_one = [litellm.completion(model=MODEL, messages=p, **GREEDY).choices[0].message.content for p in prompts]
+    assert len(set(one_by_one)) == 8
+
+    async def together():
+        async def streamed(p):
+            return content_of([c async for c in await litellm.acompletion(model=MODEL, messages=p, stream=True, **GREEDY)])
+
+        async def whole(p):
+            return (await litellm.acompletion(model=MODEL, messages=p, **GREEDY)).choices[0].message.content
+
+        return await asyncio.gather(*[(streamed if i % 2 else whole)(p) for i, p in enumerate(prompts)])
+
+    assert asyncio.run(together()) == one_by_one
+
+
+def test_a_cancelled_stream_leaves_the_engine_usable(provider):
+    prompt = ask("Tell a long story about a lighthouse keeper.")
+    expected = litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content
+
+    async def cancel_mid_stream():
+        got = []
+
+        async def consume():
+            async for chunk in await litellm.acompletion(model=MODEL, messages=prompt, stream=True,
+                                                         temperature=0, max_tokens=400):
+                got.append(chunk)
+
+        task = asyncio.create_task(consume())
+        while len(got) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return len(got)
+
+    assert asyncio.run(cancel_mid_stream()) < 100
+    slot = provider._engines["smollm2-135m-self:all-candidates"]
+    deadline = time.monotonic() + 20
+    while slot.lock.locked():  # the generating thread notices the cancellation and lets go of the engine
+        assert time.monotonic() < deadline, "a cancelled stream kept the engine"
+        time.sleep(0.05)
+    written = max(len(slot.engine.large.tokens), len(slot.engine.small.tokens))  # prompt + what was generated
+    assert written < 36 + 100  # it stopped soon after the cancellation, far from its 400-token budget
+    assert litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content == expected
+    # a sync stream abandoned mid-way (no close) must not keep the engine either
+    stream = litellm.completion(model=MODEL, messages=prompt, stream=True, **GREEDY)
+    next(iter(stream)), next(iter(stream))
+    assert slot.lock.locked()
+    del stream
+    assert litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content == expected
+    assert not slot.lock.locked()
+
+
+def test_mistakes_map_to_litellm_exceptions(provider):
+    with pytest.raises(litellm.NotFoundError, match="unknown pair 'no-such-pair'"):
+        litellm.completion(model="relaygen/no-such-pair", messages=ask("hi"))
+    with pytest.raises(litellm.ContextWindowExceededError, match="context window of 1024 tokens"):
+        litellm.completion(model=MODEL, messages=ask("word " * 1500), max_tokens=8)
+    with pytest.raises(litellm.ContextWindowExceededError):  # streams fail at the call, not mid-iteration
+        litellm.completion(model=MODEL, messages=ask("word " * 1500), max_tokens=8, stream=True)
+    with pytest.raises(litellm.UnsupportedParamsError, match="presence_penalty"):
+        litellm.completion(model=MODEL, messages=ask("hi"), presence_penalty=0.5, max_tokens=4)
+    with pytest.raises(litellm.UnsupportedParamsError, match="n=1"):
+        litellm.completion(model=MODEL, messages=ask("hi"), n=2, max_tokens=4)
+    with pytest.raises(litellm.BadRequestError, match="temperature"):
+        litellm.completion(model=MODEL, messages=ask("hi"), temperature=-1, max_tokens=4)
+    ok = litellm.completion(model=MODEL, messages=ask("hi"), presence_penalty=0.5, drop_params=True, max_tokens=4)
+    assert ok.usage.completion_tokens == 4  # drop_params: LiteLLM's documented way to ignore them
+
+
+def test_reasoning_stage_goes_to_reasoning_content(smollm2_path):
+    """A pair whose reasoning ends at a marker (here, for a quick test, the first full stop): the reasoning
+    goes to reasoning_content, the rest to content, streamed and not."""
+    previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
+    provider = register(RelayGenProvider(reasoning_content=True, n_threads=2, config=RelayConfig(reasoning_end=".")))
+    try:
+        prompt = ask("Describe how rain forms, step by step.")  # the first full stop ends "reasoning"
+        r = litellm.completion(model="relaygen/smollm2-135m-self", messages=prompt, temperature=0, max_tokens=96)
+        message = r.choices[0].message
+        assert message.reasoning_content and message.content
+        assert "." not in message.reasoning_content
+        chunks = list(litellm.completion(model="relaygen/smollm2-135m-self", messages=prompt, temperature=0,
+                                         max_tokens=96, stream=True))
+        assert "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices) \
+            == message.reasoning_content
+        assert content_of(chunks) == message.content
+    finally:
+        provider.close()
+        register(previous)
+
+
+def test_importing_the_provider_makes_no_network_connection():
+    code = ("import socket\n"
+            "attempts = []\n"
+            "def refuse(*args, **kwargs):\n"
+            "    attempts.append(args)\n"
+            "    raise OSError('network refused by the test')\n"
+            "socket.socket.connect = refuse\n"
+            "socket.create_connection = refuse\n"
+            "import relaygen_integrations.integrations.litellm as p\n"
+            "p.register()\n"
+            "print(len(attempts))\n")
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOCAL_MODEL_COST_MAP"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "0"
+
+
+def test_proxy_serves_the_documented_config_over_http(smollm2_path, tmp_path):
+    pytest.importorskip("fastapi", reason="the LiteLLM proxy needs litellm[proxy]")
+    openai = pytest.importorskip("openai")
+    from relaygen_integrations.backends.local_server import free_port
+
+    readme = (REPO / "README.md").read_text()
+    config = re.search(r"<!-- litellm-proxy-config -->\s*```yaml\n(.*?)```", readme, re.S).group(1)
+    assert "relaygen/qwen2.5-coder-1.5b+0.5b" in config
+    (tmp_path / "config.yaml").write_text(config.replace("qwen2.5-coder-1.5b+0.5b", "smollm2-135m-self"))
+    port, key = free_port(), "sk-relaygen-test-0123456789abcdef"
+    env = {**os.environ, "LITELLM_MASTER_KEY": key, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    server = subprocess.Popen([str(Path(sys.executable).parent / "litellm"), "--config", "config.yaml",
+                               "--host", "127.0.0.1", "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}", api_key=key, max_retries=0)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline, "the proxy did not start"
+                time.sleep(0.5)
+        r = client.chat.completions.create(model="relaygen", messages=ask("Say hello."), temperature=0, max_tokens=24)
+        assert r.choices[0].message.content and r.usage.completion_tokens <= 24
+        assert r.model_dump()["usage"]["relay"]["large_tokens"] > 0
+        stream = client.chat.completions.create(model="relaygen", messages=ask("Say hello."), temperature=0,
+                                                max_tokens=24, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == r.choices[0].message.content
+        with pytest.raises(openai.BadRequestError, match="context window"):
+            client.chat.completions.create(model="relaygen", messages=ask("word " * 5000), max_tokens=8)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
