@@ -23,6 +23,7 @@ from relaygen_integrations.integrations.litellm import RelayGenProvider, registe
 from relaygen_integrations.math_tasks import load_problems, math_prompt  # noqa: E402
 
 import litellm  # noqa: E402  (after the provider: it switches off litellm's price-list download)
+from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "gsm8k_test.jsonl"
 
@@ -61,6 +62,49 @@ async def through_litellm_async(model, messages, max_tokens):
             relay = (chunk.provider_specific_fields or {}).get("relay") or {}
             tokens = relay.get("large_tokens", 0) + relay.get("small_tokens", 0) or None
     return first, time.perf_counter() - t0, tokens, text
+
+
+class _Instant(litellm.CustomLLM):
+    """A provider whose chunks cost nothing to make: what is left is LiteLLM's own overhead."""
+
+    def streaming(self, *args, **kwargs):
+        for _ in range(300):
+            yield ModelResponseStream(choices=[StreamingChoices(index=0, delta=Delta(content="x"))])
+
+    async def astreaming(self, *args, **kwargs):
+        for chunk in self.streaming():
+            yield chunk
+
+
+def litellm_overhead(repeats: int = 7) -> dict[str, tuple[float, float]]:
+    """Median milliseconds from the call to the first chunk, and per further chunk, sync and async."""
+    litellm.custom_provider_map.append({"provider": "instant", "custom_handler": _Instant()})
+    messages = [{"role": "user", "content": "x"}]
+
+    def sync_once():
+        t0 = time.perf_counter()
+        it = iter(litellm.completion(model="instant/x", messages=messages, stream=True))
+        next(it)
+        t1 = time.perf_counter()
+        n = sum(1 for _ in it)
+        return t1 - t0, (time.perf_counter() - t1) / n
+
+    async def async_once():
+        t0 = time.perf_counter()
+        it = (await litellm.acompletion(model="instant/x", messages=messages, stream=True)).__aiter__()
+        await it.__anext__()
+        t1 = time.perf_counter()
+        n = 0
+        async for _ in it:
+            n += 1
+        return t1 - t0, (time.perf_counter() - t1) / n
+
+    out = {}
+    for name, once in (("sync", sync_once), ("async", lambda: asyncio.run(async_once()))):
+        once()
+        runs = [once() for _ in range(repeats)]
+        out[name] = (statistics.median(r[0] for r in runs) * 1e3, statistics.median(r[1] for r in runs) * 1e3)
+    return out
 
 
 def main() -> None:
@@ -106,6 +150,9 @@ def main() -> None:
         print(f"| {name} | {statistics.median(ttft):.0f} ({min(ttft):.0f}-{max(ttft):.0f}) | "
               f"{statistics.median(tps):.1f} ({min(tps):.1f}-{max(tps):.1f}) | "
               f"{statistics.median(ttft) / 1e3 / base_ttft:.2f} | {statistics.median(tps) / base_tps:.3f} |")
+    print("\nLiteLLM's own overhead (a provider that makes chunks for free, 300 chunks):")
+    for name, (call, chunk) in litellm_overhead().items():
+        print(f"- {name}: {call:.1f} ms from the call to the first chunk, {chunk:.2f} ms per further chunk")
 
 
 if __name__ == "__main__":

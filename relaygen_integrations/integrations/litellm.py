@@ -300,7 +300,7 @@ def _as_litellm_errors(model: str):
     """Our errors as the LiteLLM exceptions an OpenAI client expects."""
     try:
         yield
-    except (ModelNotFoundError, KeyError) as e:
+    except ModelNotFoundError as e:
         raise litellm.NotFoundError(message=f"relaygen/{model}: {e}", model=model, llm_provider=PROVIDER) from None
     except ConfigError as e:
         if "context window" in str(e):
