@@ -107,6 +107,24 @@ def litellm_overhead(repeats: int = 7) -> dict[str, tuple[float, float]]:
     return out
 
 
+def concurrency(model: str, n: int, max_tokens: int) -> None:
+    """Requests to one engine are serialised, so N at once should take as long as N one by one."""
+    prompts = [[{"role": "user", "content": math_prompt(p["problem"])}] for p in load_problems(DATA, limit=n)]
+
+    async def together():
+        calls = [litellm.acompletion(model=model, messages=m, temperature=0, max_tokens=max_tokens) for m in prompts]
+        return await asyncio.gather(*calls)
+
+    t0 = time.perf_counter()
+    alone = [litellm.completion(model=model, messages=m, temperature=0, max_tokens=max_tokens) for m in prompts]
+    t1 = time.perf_counter()
+    at_once = asyncio.run(together())
+    t2 = time.perf_counter()
+    same = sum(a.choices[0].message.content == b.choices[0].message.content for a, b in zip(alone, at_once))
+    print(f"\n{n} requests one by one: {t1 - t0:.1f} s; all at once (acompletion): {t2 - t1:.1f} s "
+          f"(ratio {(t2 - t1) / (t1 - t0):.2f}); identical texts: {same}/{n}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pair", default="qwen2.5-coder-1.5b+0.5b")
@@ -114,6 +132,8 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2, help="passes over the problems")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--concurrent", type=int, default=0,
+                    help="also time N different requests sent at once (acompletion) against the same N one by one")
     args = ap.parse_args()
     provider = register(RelayGenProvider(**({"n_threads": args.threads} if args.threads else {})))
     model = f"relaygen/{args.pair}"
@@ -150,6 +170,8 @@ def main() -> None:
         print(f"| {name} | {statistics.median(ttft):.0f} ({min(ttft):.0f}-{max(ttft):.0f}) | "
               f"{statistics.median(tps):.1f} ({min(tps):.1f}-{max(tps):.1f}) | "
               f"{statistics.median(ttft) / 1e3 / base_ttft:.2f} | {statistics.median(tps) / base_tps:.3f} |")
+    if args.concurrent:
+        concurrency(model, args.concurrent, args.max_tokens)
     print("\nLiteLLM's own overhead (a provider that makes chunks for free, 300 chunks):")
     for name, (call, chunk) in litellm_overhead().items():
         print(f"- {name}: {call:.1f} ms from the call to the first chunk, {chunk:.2f} ms per further chunk")

@@ -259,10 +259,12 @@ def _usage(stats: RelayStats) -> Any:
 
 
 async def _in_thread(chunks: Iterator[ModelResponseStream]) -> AsyncIterator[ModelResponseStream]:
-    """Drive a blocking chunk iterator from a thread; cancelling or closing this stream closes it."""
+    """Drive a blocking chunk iterator from a thread; cancelling or closing this stream closes it.
+    The thread makes the next chunk only when the consumer asks for it (back-pressure, as a sync stream
+    has), so a slow reader never piles up chunks and a cancelled one stops the model within a token."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue = asyncio.Queue()
-    stop = threading.Event()
+    wanted, stop = threading.Event(), threading.Event()
 
     def post(item) -> None:
         try:
@@ -272,8 +274,13 @@ async def _in_thread(chunks: Iterator[ModelResponseStream]) -> AsyncIterator[Mod
 
     def work() -> None:
         try:
-            for chunk in chunks:
+            while True:
+                wanted.wait()
+                wanted.clear()
                 if stop.is_set():
+                    break
+                chunk = next(chunks, None)
+                if chunk is None:
                     break
                 post(("chunk", chunk))
         except BaseException as e:  # handed to the consumer
@@ -285,6 +292,7 @@ async def _in_thread(chunks: Iterator[ModelResponseStream]) -> AsyncIterator[Mod
     threading.Thread(target=work, name="relaygen-stream", daemon=True).start()
     try:
         while True:
+            wanted.set()
             kind, item = await queue.get()
             if kind == "end":
                 return
@@ -293,6 +301,7 @@ async def _in_thread(chunks: Iterator[ModelResponseStream]) -> AsyncIterator[Mod
             yield item
     finally:
         stop.set()
+        wanted.set()
 
 
 @contextmanager
