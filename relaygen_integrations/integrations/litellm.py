@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -38,6 +39,24 @@ SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_
 NO_OPS = ("stream", "stream_options", "user", "max_retries")  # LiteLLM's own options, an end-user id
 THINK_MARKERS = ("</think>",)  # a pair whose reasoning ends here is a thinking model: split its output
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "context": "length"}
+
+
+_MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaygen-models")
+
+
+def _on_model_thread(fn, *args, **kwargs):
+    """Run model work on the one thread this process gives it. llama-cpp-python's OpenMP build keeps a
+    team of threads per calling thread; once two threads have decoded, there are more OpenMP threads than
+    cores and every decode slows down (1.7x per token here: ``evals/llamacpp_threads.py``). Requests hold
+    their engine's lock in their own thread and hand each step to this one, so engines never share it
+    mid-request and the thread never waits on a lock."""
+    if threading.current_thread().name.startswith("relaygen-models"):
+        return fn(*args, **kwargs)  # already there (a stream finalised by the garbage collector on this thread)
+    try:
+        future = _MODEL_THREAD.submit(fn, *args, **kwargs)
+    except RuntimeError:  # interpreter shutdown: the thread is gone, and with it any reason to prefer it
+        return fn(*args, **kwargs)
+    return future.result()
 
 
 class _Engine:
@@ -81,8 +100,8 @@ class RelayGenProvider(CustomLLM):
         """Free every loaded model (the next request loads again)."""
         with self._loading:
             for slot in self._engines.values():
-                slot.engine.large.close()
-                slot.engine.small.close()
+                _on_model_thread(slot.engine.large.close)
+                _on_model_thread(slot.engine.small.close)
             self._engines.clear()
 
     # --- LiteLLM's four entry points ---------------------------------------------------------
@@ -92,7 +111,7 @@ class RelayGenProvider(CustomLLM):
             params = self._params(model, optional_params, litellm_params)
             slot = self._engine(model)
             with slot.hold(self.queue_timeout) as engine:
-                result = engine.generate(messages, params)
+                result = _on_model_thread(engine.generate, messages, params)
             return self._fill(model_response, model, result, slot.engine)
 
     async def acompletion(self, model: str, messages: list, model_response: Any, optional_params: dict,
@@ -125,7 +144,8 @@ class RelayGenProvider(CustomLLM):
                                       "relaygen/qwen2.5-coder-1.5b+0.5b")
                 from ..loader import load_pair
 
-                self._engines[model] = _Engine(load_pair(pair, profile=profile or None, **self.load_options))
+                engine = _on_model_thread(load_pair, pair, profile=profile or None, **self.load_options)
+                self._engines[model] = _Engine(engine)
             return self._engines[model]
 
     def _params(self, model: str, optional: dict, litellm_params: dict | None) -> SamplingParams:
@@ -170,11 +190,11 @@ class RelayGenProvider(CustomLLM):
         split = self._splits(slot.engine)
         reasoning = _ReasoningFilter(slot.engine.config.reasoning_end or "")
         with slot.hold(self.queue_timeout) as engine:
-            events = engine.stream(messages, params)
+            events = _on_model_thread(engine.stream, messages, params)
             pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
             answer_started = False
             try:
-                for event in events:
+                while (event := _on_model_thread(next, events, None)) is not None:
                     if event.kind == "text":
                         field, text = "content", event.text
                         if split and event.stage == "reasoning":
@@ -197,7 +217,7 @@ class RelayGenProvider(CustomLLM):
                         yield _chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
                                      usage, relay=usage.relay)
             finally:
-                events.close()  # a closed or cancelled stream: the engine pauses its backends
+                _on_model_thread(events.close)  # a closed or cancelled stream: the engine pauses its backends
 
 
 class _ReasoningFilter:
