@@ -42,29 +42,38 @@ def direct(engine, messages, max_tokens):
     return first, time.perf_counter() - t0, tokens, text
 
 
-def through_litellm(model, messages, max_tokens):
-    t0, first, text = time.perf_counter(), None, ""
-    for chunk in litellm.completion(model=model, messages=messages, stream=True, temperature=0, max_tokens=max_tokens):
+class _Timing:
+    """Time to first text, text and token count of one streamed LiteLLM response."""
+
+    def __init__(self):
+        self.t0, self.first, self.text, self.tokens = time.perf_counter(), None, "", None
+
+    def take(self, chunk) -> None:
         delta = chunk.choices[0].delta.content if chunk.choices else None
         if delta:
-            first = first or time.perf_counter() - t0
-            text += delta
-            relay = (chunk.provider_specific_fields or {}).get("relay") or {}
-            tokens = relay.get("large_tokens", 0) + relay.get("small_tokens", 0) or None
-    return first, time.perf_counter() - t0, tokens, text
+            self.first = self.first or time.perf_counter() - self.t0
+            self.text += delta
+            relay = (chunk.provider_specific_fields or {}).get("relay")
+            if relay:  # on the last text chunk
+                self.tokens = relay["large_tokens"] + relay["small_tokens"]
+
+    def result(self):
+        return self.first, time.perf_counter() - self.t0, self.tokens, self.text
+
+
+def through_litellm(model, messages, max_tokens):
+    timing = _Timing()
+    for chunk in litellm.completion(model=model, messages=messages, stream=True, temperature=0, max_tokens=max_tokens):
+        timing.take(chunk)
+    return timing.result()
 
 
 async def through_litellm_async(model, messages, max_tokens):
-    t0, first, text = time.perf_counter(), None, ""
+    timing = _Timing()
     async for chunk in await litellm.acompletion(model=model, messages=messages, stream=True, temperature=0,
                                                  max_tokens=max_tokens):
-        delta = chunk.choices[0].delta.content if chunk.choices else None
-        if delta:
-            first = first or time.perf_counter() - t0
-            text += delta
-            relay = (chunk.provider_specific_fields or {}).get("relay") or {}
-            tokens = relay.get("large_tokens", 0) + relay.get("small_tokens", 0) or None
-    return first, time.perf_counter() - t0, tokens, text
+        timing.take(chunk)
+    return timing.result()
 
 
 class _Instant(litellm.CustomLLM):
