@@ -23,6 +23,9 @@ import sys, timeit
 finder = next(f for f in sys.meta_path if type(f).__name__ == "LmEvalModelsFinder")
 n = 200000
 print(f"{timeit.timeit(lambda: finder.find_spec('numpy.linalg'), number=n) / n * 1e6:.2f}")
+before = len(sys.modules)
+import numpy
+print(len(sys.modules) - before)
 """
 
 
@@ -58,9 +61,10 @@ def main() -> None:
                 (on if hook else off).append(wall(code, hook))
         m_on, m_off = statistics.median(on) * 1e3, statistics.median(off) * 1e3
         print(f"| {name} | {m_off:.1f} | {m_on:.1f} | {m_on - m_off:+.2f} | {m_on / m_off:.3f} |")
-    per_call = subprocess.run([sys.executable, "-c", FINDER_TIMING], capture_output=True, text=True,
-                              env=dict(os.environ, RELAYGEN_LM_EVAL_HOOK="1")).stdout.strip()
-    print(f"\nthe finder's cost per import statement that misses sys.modules: {per_call} us")
+    per_call, numpy_modules = subprocess.run([sys.executable, "-c", FINDER_TIMING], capture_output=True, text=True,
+                                             env=dict(os.environ, RELAYGEN_LM_EVAL_HOOK="1")).stdout.split()
+    print(f"\nthe finder's cost per import statement that misses sys.modules: {per_call} us "
+          f"(import numpy loads {numpy_modules} modules: {float(per_call) * int(numpy_modules):.0f} us)")
     imports = sorted(hook_import_us() for _ in range(args.runs))
     print(f"import of _relaygen_lm_eval_hook (python -X importtime): median {imports[len(imports) // 2]} us, "
           f"range {imports[0]}-{imports[-1]} us")

@@ -65,17 +65,23 @@ class _Engine:
     def __init__(self, engine: RelayEngine):
         self.engine = engine
         self.lock = threading.Lock()
+        self.paused_since: float | None = None  # set while the stream holding the engine waits for its reader
 
     @contextmanager
     def hold(self, timeout: float | None):
-        if not self.lock.acquire(timeout=0.05):
-            gc.collect()  # a sync stream abandoned without close() keeps the engine until it is collected
-            if not self.lock.acquire(timeout=-1 if timeout is None else timeout):
+        start, collected = time.monotonic(), False
+        while not self.lock.acquire(timeout=0.25):
+            paused = self.paused_since
+            if not collected and paused is not None and time.monotonic() - paused > 1.0:
+                gc.collect()  # a sync stream abandoned without close() is freed only by the cycle collector
+                collected = True
+            if timeout is not None and time.monotonic() - start > timeout:
                 raise litellm.Timeout(message=f"the engine stayed busy for {timeout} s", model=PROVIDER,
                                       llm_provider=PROVIDER)
         try:
             yield self.engine
         finally:
+            self.paused_since = None
             self.lock.release()
 
 
@@ -185,39 +191,51 @@ class RelayGenProvider(CustomLLM):
         return response
 
     def _chunks(self, slot: _Engine, model: str, messages: list, params: SamplingParams) -> Iterator[ModelResponseStream]:
+        """The stream: holds the engine until it ends or is closed, and marks when it waits for its reader."""
+        with slot.hold(self.queue_timeout) as engine:
+            chunks = self._engine_chunks(engine, model, messages, params)
+            try:
+                for chunk in chunks:
+                    slot.paused_since = time.monotonic()
+                    yield chunk
+                    slot.paused_since = None
+            finally:
+                chunks.close()
+
+    def _engine_chunks(self, engine: RelayEngine, model: str, messages: list,
+                       params: SamplingParams) -> Iterator[ModelResponseStream]:
         """Text deltas as the engine writes them. The last one is held back to carry the finish reason and
         the usage (LiteLLM reads usage only from a chunk with content)."""
-        split = self._splits(slot.engine)
-        reasoning = _ReasoningFilter(slot.engine.config.reasoning_end or "")
-        with slot.hold(self.queue_timeout) as engine:
-            events = _on_model_thread(engine.stream, messages, params)
-            pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
-            answer_started = False
-            try:
-                while (event := _on_model_thread(next, events, None)) is not None:
-                    if event.kind == "text":
-                        field, text = "content", event.text
-                        if split and event.stage == "reasoning":
-                            field, text = "reasoning_content", reasoning.feed(text)
-                        elif split and not answer_started:
-                            text = text.lstrip()  # as the non-streamed content
-                        answer_started = answer_started or (field == "content" and bool(text))
-                        if text:
-                            if pending is not None:
-                                yield _chunk(model, *pending)
-                            pending = (field, text, event.model)
-                    elif event.kind == "done":
-                        rest = reasoning.rest() if split else ""
-                        if rest:  # reasoning cut by the budget before its marker
-                            if pending is not None:
-                                yield _chunk(model, *pending)
-                            pending = ("reasoning_content", rest, None)
-                        stats = event.result.stats
-                        usage = _usage(stats)
-                        yield _chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
-                                     usage, relay=usage.relay)
-            finally:
-                _on_model_thread(events.close)  # a closed or cancelled stream: the engine pauses its backends
+        split = self._splits(engine)
+        reasoning = _ReasoningFilter(engine.config.reasoning_end or "")
+        events = _on_model_thread(engine.stream, messages, params)
+        pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
+        answer_started = False
+        try:
+            while (event := _on_model_thread(next, events, None)) is not None:
+                if event.kind == "text":
+                    field, text = "content", event.text
+                    if split and event.stage == "reasoning":
+                        field, text = "reasoning_content", reasoning.feed(text)
+                    elif split and not answer_started:
+                        text = text.lstrip()  # as the non-streamed content
+                    answer_started = answer_started or (field == "content" and bool(text))
+                    if text:
+                        if pending is not None:
+                            yield _chunk(model, *pending)
+                        pending = (field, text, event.model)
+                elif event.kind == "done":
+                    rest = reasoning.rest() if split else ""
+                    if rest:  # reasoning cut by the budget before its marker
+                        if pending is not None:
+                            yield _chunk(model, *pending)
+                        pending = ("reasoning_content", rest, None)
+                    stats = event.result.stats
+                    usage = _usage(stats)
+                    yield _chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
+                                 usage, relay=usage.relay)
+        finally:
+            _on_model_thread(events.close)  # a closed or cancelled stream: the engine pauses its backends
 
 
 class _ReasoningFilter:
@@ -250,9 +268,9 @@ class _ReasoningFilter:
 
 
 def _reasoning_text(result: RelayResult, marker: str) -> str:
-    """The reasoning stage without an opening ``<think>`` and without the marker that ended it."""
-    text = result.reasoning.lstrip().removeprefix("<think>").lstrip("\n")
-    return text.removesuffix(marker) if marker else text
+    """The reasoning stage without an opening ``<think>`` and the marker that ended it (the stream's filter)."""
+    cleaned = _ReasoningFilter(marker)
+    return cleaned.feed(result.reasoning) + cleaned.rest()
 
 
 def _chunk(model: str, field: str, text: str, writer: str | None, finish: str | None = None, usage: Any = None,

@@ -61,7 +61,7 @@ class LmEvalModelsFinder:
 
 
 def install() -> None:
-    if not any(isinstance(f, LmEvalModelsFinder) for f in sys.meta_path) and "lm_eval.models" not in sys.modules:
-        sys.meta_path.insert(0, LmEvalModelsFinder())
-    elif "lm_eval.models" in sys.modules:
+    if "lm_eval.models" in sys.modules:  # too late to watch for it: register now
         register_lazily()
+    elif not any(isinstance(f, LmEvalModelsFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, LmEvalModelsFinder())
