@@ -305,6 +305,38 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_bench_run(args) -> int:
+    from .bench.runner import BenchSettings, DATASETS, run_bench
+
+    max_tokens = args.max_tokens or (512 if args.data == "gsm8k" else 2048)
+    settings = BenchSettings(
+        dataset=args.data, methods=args.methods, start=args.start, limit=args.limit, samples=args.samples,
+        seed=args.seed, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_tokens=max_tokens,
+        answer_reserve_tokens=args.answer_reserve, pair=args.pair, large=args.large, small=args.small,
+        backend=args.backend, draft_max=args.draft_max, agreement=not args.no_agreement,
+        costs=not args.no_costs and args.backend != "openai", backend_options=_backend_options(args)).validated()
+    stem = args.data if args.data in DATASETS else Path(args.data).stem
+    out = Path(args.out or Path("evals") / "results" / "bench" / f"{stem}.jsonl")
+    console = _console(stderr=True)
+    run_bench(settings, out, progress=sys.stderr.isatty(), console=console)
+    console.print(f"results in {out}; summarise with: relaygen bench report {out}")
+    return 0
+
+
+def cmd_bench_report(args) -> int:
+    from .bench.report import write_report
+
+    out = write_report([Path(p) for p in args.results], Path(args.out), title=args.title, plots=not args.no_plots)
+    _console().print(out.read_text(encoding="utf-8") if args.print else f"wrote {out}")
+    return 0
+
+
+def cmd_bench_costs(args) -> int:
+    from .bench.report import print_costs
+
+    return print_costs(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="relaygen", description=(
         "RelayGen: a large model reasons and a small model writes the easy sentences after switch cues. "
@@ -340,6 +372,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
     _add_sampling_options(c, max_tokens=512)
     c.set_defaults(func=cmd_calibrate, seed=0)
+
+    b = sub.add_parser("bench", help="benchmark methods for accuracy and speed; report; cost model",
+                       description="Accuracy and speed of the relay against its baselines on this machine.")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    br = bsub.add_parser("run", help="answer problems with each method (resumable)",
+                         description="Methods: large, small, relay (calibrated profile), relay-all (all candidate "
+                                     "cues), relay:PROFILE, each of large/relay optionally +draft or +lookup "
+                                     "(speculative decoding). Results are appended to a JSONL file; rerunning "
+                                     "the same command skips what is done.")
+    br.add_argument("--data", default="gsm8k", help="gsm8k, math500, aime2024, aime2025, amc23 or a JSONL file")
+    br.add_argument("--methods", default="large,small,relay,relay-all,large+draft",
+                    help="comma list (default: large,small,relay,relay-all,large+draft)")
+    br.add_argument("--start", type=int, default=0, help="index of the first problem (default: 0)")
+    br.add_argument("--limit", type=int, default=None, help="number of problems (default: all)")
+    br.add_argument("--samples", type=int, default=1, help="samples per problem for pass@1 (needs --temperature > 0)")
+    br.add_argument("--seed", type=int, default=0, help="seed of sample 0; sample k uses seed + k (default: 0)")
+    br.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    br.add_argument("--top-p", type=float, default=0.95)
+    br.add_argument("--top-k", type=int, default=20)
+    br.add_argument("--max-tokens", type=int, default=None, help="budget per answer (default: 512 for gsm8k, else 2048)")
+    br.add_argument("--answer-reserve", type=int, default=0, help="tokens kept for the answer stage (default: 0)")
+    br.add_argument("--draft-max", type=int, default=8, help="most tokens per speculative draft (default: 8)")
+    br.add_argument("--no-agreement", action="store_true", help="skip the answer-stage experiment")
+    br.add_argument("--no-costs", action="store_true", help="skip measuring the cost model's unit costs")
+    br.add_argument("--out", help="results JSONL (default: evals/results/bench/DATA.jsonl)")
+    _add_model_options(br)
+    br.set_defaults(func=cmd_bench_run)
+    bp = bsub.add_parser("report", help="summarise results files into Markdown and plots")
+    bp.add_argument("results", nargs="+", help="results JSONL files from `relaygen bench run`")
+    bp.add_argument("--out", required=True, help="report file (plots go beside it)")
+    bp.add_argument("--title", default="RelayGen benchmark")
+    bp.add_argument("--no-plots", action="store_true")
+    bp.add_argument("--print", action="store_true", help="print the report")
+    bp.set_defaults(func=cmd_bench_report)
+    bc = bsub.add_parser("costs", help="measure the pair's costs and predict relay speedups before a benchmark")
+    bc.add_argument("--segment-tokens", type=float, default=15.0, help="tokens per small-model sentence (default: 15)")
+    bc.add_argument("--tokens", type=int, default=300, help="tokens per answer (default: 300)")
+    _add_model_options(bc)
+    bc.set_defaults(func=cmd_bench_costs)
 
     m = sub.add_parser("models", help="list, fetch or locate model files")
     m.add_argument("action", choices=["list", "fetch", "path"])

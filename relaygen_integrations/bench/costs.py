@@ -1,0 +1,111 @@
+"""A cost model: how long a model takes to evaluate n tokens in one call, measured on this machine,
+and the run time it predicts for an answer from the evaluation calls the answer needed.
+
+Decoding is one call per token; a prompt, a hand-off catch-up (the tokens the other model wrote) or a
+speculative verification is one call of many tokens. On a GPU a call of a few tokens costs about what
+one token costs; on a CPU it costs nearly n times as much. Measuring ``seconds(n)`` for a range of n
+captures both, so the same counts predict relay and speculative speedups on any machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+# call sizes measured: decode steps, verification batches (draft + 1), catch-ups, prompts
+SIZES = (1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+CONTEXT = 256  # tokens already in the cache when a call is timed (a typical mid-answer position)
+
+
+@dataclass
+class UnitCosts:
+    """Median seconds of one evaluation call (plus reading its logits and choosing a token) by size."""
+
+    sizes: list[int]
+    seconds: list[float]
+
+    def call(self, n: int) -> float:
+        """Seconds for one call of ``n`` tokens: interpolated, extrapolated per token past the largest."""
+        if n <= self.sizes[-1]:
+            return float(np.interp(n, self.sizes, self.seconds))
+        per_token = (self.seconds[-1] - self.seconds[-2]) / (self.sizes[-1] - self.sizes[-2])
+        return self.seconds[-1] + (n - self.sizes[-1]) * per_token
+
+    def predict(self, calls: dict) -> float:
+        """Seconds for a histogram of call sizes ``{size: count}`` (JSON keys may be strings)."""
+        return sum(int(count) * self.call(int(size)) for size, count in calls.items())
+
+    @property
+    def decode(self) -> float:
+        return self.call(1)
+
+    @property
+    def prefill_per_token(self) -> float:
+        return self.call(self.sizes[-1]) / self.sizes[-1]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def call_sizes(eval_log: Sequence[tuple[int, int]]) -> dict[int, int]:
+    """Histogram of evaluation call sizes from a backend's ``eval_log`` slice."""
+    return dict(sorted(Counter(n for _, n in eval_log).items()))
+
+
+def measure(backend, tokens: Sequence[int], sizes: Sequence[int] = SIZES, repeats: int = 3,
+            context: int = CONTEXT) -> UnitCosts:
+    """Time calls of each size after ``context`` tokens of ``tokens`` (real text, so the cache holds
+    realistic content). Each call is one ``next_token`` (evaluate, read logits, choose greedily), as
+    the engine makes them. The backend's cache is reset afterwards; its counters are restored."""
+    from ..core.sampling import Sampler, SamplingParams
+
+    need = context + max(sizes)
+    if len(tokens) < need:
+        tokens = list(tokens) * (need // max(1, len(tokens)) + 1)
+    tokens = list(tokens[:need])
+    sampler = Sampler(SamplingParams(temperature=0))
+    saved = backend.evaluated_tokens, backend.eval_calls, len(backend.eval_log)
+    drafter = getattr(backend, "drafter", None)
+    if drafter is not None:
+        backend.set_drafter(None)
+    backend.reset()
+    backend.sync(tokens[:context])
+    medians = []
+    for n in sizes:
+        times = []
+        for _ in range(repeats):
+            backend.sync(tokens[:context])  # drop the previous extension (one token re-evaluated, untimed)
+            t0 = time.perf_counter()
+            backend.next_token(tokens[:context + n], sampler)
+            times.append(time.perf_counter() - t0)
+        medians.append(statistics.median(times))
+    backend.reset()
+    backend.evaluated_tokens, backend.eval_calls = saved[0], saved[1]
+    del backend.eval_log[saved[2]:]
+    if drafter is not None:
+        backend.set_drafter(drafter)
+    return UnitCosts(list(sizes), medians)
+
+
+def relay_what_if(large: UnitCosts, small: UnitCosts, large_share: float, tokens: int = 300,
+                  segment_tokens: float = 15.0) -> float:
+    """Predicted relay speedup over the large model alone for an answer of ``tokens`` tokens of which
+    ``large_share`` are the large model's, the small model writing segments of ``segment_tokens``.
+
+    Per switch the small model first catches up on the large model's text since its last turn (one
+    call), writes its segment plus one look-ahead token that confirms the sentence end, and the large
+    model then catches up on the segment in the call that gives its next token."""
+    small_tokens = (1 - large_share) * tokens
+    switches = small_tokens / segment_tokens
+    if switches < 1e-9:
+        return 1.0
+    large_tokens = tokens - small_tokens
+    run = large_tokens / switches  # large-model tokens between switches
+    relay = ((large_tokens - switches) * large.decode + switches * large.call(round(segment_tokens))
+             + small_tokens * small.decode + switches * small.call(max(1, round(run))))
+    return tokens * large.decode / relay

@@ -1,0 +1,98 @@
+"""The methods a benchmark compares, by name, and the engines that run them over one loaded pair.
+
+    large            the large model alone (the reference every speedup is measured against)
+    small            the small model alone
+    relay            RelayGen with the pair's calibrated cue profile
+    relay-all        RelayGen switching on all 91 candidate cues (no calibration)
+    relay:PROFILE    RelayGen with any profile (built-in name or JSON file)
+    METHOD+draft     the large model decodes speculatively, the pair's small model drafting
+    METHOD+lookup    the large model decodes speculatively, prompt lookup drafting
+
+``large+draft`` is speculative decoding alone; ``relay+draft`` composes it with relaying. All methods
+share the two models' backends (one copy of each model in memory); a drafter is attached to the large
+backend only while its method runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..core.engine import RelayEngine
+
+DEFAULT_METHODS = "large,small,relay,relay-all,large+draft"
+SPECULATION = ("draft", "lookup")
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    mode: str  # large | small | relay
+    profile: str | None = None  # None: the pair's own profile
+    speculative: str = "off"  # off | draft | lookup
+
+
+def parse_methods(spec: str) -> list[Method]:
+    """``"large,relay,relay+draft"`` -> methods; unknown names are a ConfigError naming the valid ones."""
+    methods, seen = [], set()
+    for name in (s.strip() for s in spec.split(",")):
+        if not name:
+            continue
+        base, _, spec_mode = name.partition("+")
+        if spec_mode and spec_mode not in SPECULATION:
+            raise ConfigError(f"method {name!r}: after '+' comes draft or lookup, not {spec_mode!r}")
+        if base in ("large", "small", "relay"):
+            method = Method(name, base)
+        elif base == "relay-all":
+            method = Method(name, "relay", "all-candidates")
+        elif base.startswith("relay:") and base[6:]:
+            method = Method(name, "relay", base[6:])
+        else:
+            raise ConfigError(f"unknown method {name!r}: use large, small, relay, relay-all or relay:PROFILE, "
+                              "optionally with +draft or +lookup (speculative decoding of the large model)")
+        if spec_mode == "lookup" or spec_mode == "draft":
+            if method.mode == "small":
+                raise ConfigError(f"method {name!r}: speculation speeds up the large model; small runs alone")
+            method = replace(method, speculative=spec_mode)
+        if name in seen:
+            raise ConfigError(f"method {name!r} is listed twice")
+        seen.add(name)
+        methods.append(method)
+    if not methods:
+        raise ConfigError("no methods given")
+    if "large" not in seen:
+        raise ConfigError("the methods must include 'large': every speedup is measured against it")
+    return methods
+
+
+class MethodRunner:
+    """One engine per method over a shared pair of backends, and the drafters speculation needs."""
+
+    def __init__(self, base: "RelayEngine", methods: list[Method], drafters: dict[str, object]):
+        from ..core.engine import RelayEngine
+        from ..core.profile import load_profile
+
+        self.large, self.small, self.drafters = base.large, base.small, drafters
+        self.engines: dict[str, RelayEngine] = {}
+        for m in methods:
+            profile = load_profile(m.profile) if m.profile else base.profile
+            self.engines[m.name] = RelayEngine(base.large, base.small, profile, replace(base.config, mode=m.mode))
+        self.methods = {m.name: m for m in methods}
+
+    def engine(self, name: str) -> "RelayEngine":
+        """The method's engine, with the large backend's drafter set for it."""
+        method = self.methods[name]
+        if hasattr(self.large, "set_drafter"):
+            self.large.set_drafter(self.drafters.get(method.speculative))
+        return self.engines[name]
+
+    def draft_backend(self, name: str):
+        """The draft model's backend when the method drafts with one (its costs count too)."""
+        return getattr(self.drafters.get(self.methods[name].speculative), "backend", None)
+
+    def draft_backend_any(self):
+        """The draft model's backend if any method drafts with one (to close it at the end)."""
+        return getattr(self.drafters.get("draft"), "backend", None)

@@ -1,0 +1,313 @@
+"""Answer benchmark problems with every method, interleaved per problem, into a resumable JSONL file.
+
+Each line is one record: ``run`` (settings and machine, one per invocation), ``costs`` (the cost
+model's unit costs, measured at the start of each invocation) or ``sample`` (one method's answer to
+one problem: correctness, time, tokens per model, evaluation calls, segments, text). A rerun with the
+same settings skips the samples already in the file, so a long benchmark can be stopped and resumed.
+
+For each problem the methods run back to back, in an order that rotates from problem to problem, so a
+slow spell of a shared machine hits all methods alike; speedups are ratios of total times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..math_tasks import answers_match, last_boxed, load_problems, math_prompt
+from .costs import call_sizes, measure
+from .methods import MethodRunner, parse_methods
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "evals" / "data"
+DATASETS = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "aime2024": "aime2024.jsonl",
+            "aime2025": "aime2025.jsonl", "amc23": "amc23.jsonl"}
+# settings a resumed run must share with the file it appends to (methods, limit and samples may grow)
+RESUME_KEYS = ("pair", "large", "small", "backend", "dataset", "max_tokens", "temperature", "top_p", "top_k",
+               "seed", "draft_max", "answer_reserve_tokens")
+
+
+def data_file(name: str) -> Path:
+    """A data set name (gsm8k, math500, aime2024, aime2025, amc23) or a JSONL path."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if name in DATASETS:
+        path = DATA_DIR / DATASETS[name]
+        if path.is_file():
+            return path
+        raise ConfigError(f"data set {name!r} is in evals/data/ of the source tree ({path} not found): "
+                          "run from a clone, or pass the JSONL file's path")
+    raise ConfigError(f"unknown data set {name!r}: use {', '.join(DATASETS)} or a JSONL file (id, problem, answer)")
+
+
+@dataclass
+class BenchSettings:
+    dataset: str = "gsm8k"
+    methods: str = "large,small,relay,relay-all,large+draft"
+    start: int = 0
+    limit: int | None = None
+    samples: int = 1
+    seed: int = 0
+    temperature: float = 0.0
+    top_p: float = 0.95
+    top_k: int = 20
+    max_tokens: int = 512
+    answer_reserve_tokens: int = 0
+    pair: str | None = None
+    large: str | None = None
+    small: str | None = None
+    backend: str = "llamacpp"
+    draft_max: int = 8
+    agreement: bool = True  # the answer-stage experiment on each large-only trace
+    costs: bool = True  # measure the cost model's unit costs at start
+    backend_options: dict = field(default_factory=dict)
+
+    def validated(self) -> "BenchSettings":
+        parse_methods(self.methods)
+        if self.samples < 1:
+            raise ConfigError("--samples must be at least 1")
+        if self.samples > 1 and self.temperature == 0:
+            raise ConfigError("--samples K > 1 needs --temperature > 0: greedy samples are all the same answer")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError("--limit must be at least 1")
+        if self.start < 0:
+            raise ConfigError("--start must be >= 0")
+        if self.max_tokens < 1:
+            raise ConfigError("--max-tokens must be at least 1")
+        return self
+
+
+def read_records(path: Path) -> list[dict]:
+    """All records of a results file; a line cut short by a stopped run is ignored (it is rewritten)."""
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if f.readline():  # only the last line may be incomplete
+                    raise ConfigError(f"{path}:{n} is not JSON: not a results file?") from None
+    return records
+
+
+def _check_resume(settings: dict, records: list[dict], path: Path) -> None:
+    runs = [r for r in records if r.get("type") == "run"]
+    if not runs:
+        if records:
+            raise ConfigError(f"{path} is not a relaygen bench results file")
+        return
+    first = runs[0]["settings"]
+    changed = [k for k in RESUME_KEYS if first.get(k) != settings.get(k)]
+    if changed:
+        diff = ", ".join(f"{k}: {first.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise ConfigError(f"{path} holds a run with other settings ({diff}); resume with the same settings "
+                          "or write to a new --out file")
+
+
+def machine_description() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        import llama_cpp
+
+        info["llama_cpp_python"] = llama_cpp.__version__
+    except ImportError:
+        pass
+    return info
+
+
+class _Writer:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.f.flush()
+        os.fsync(self.f.fileno())
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _box_content(answer_text: str) -> tuple[str, bool]:
+    """What the answer stage put in the box the reasoning-end marker ``\\boxed{`` opened (braces
+    balanced), and whether the box was closed."""
+    depth = 1
+    for i, ch in enumerate(answer_text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0:
+            return answer_text[:i], True
+    return answer_text, False
+
+
+def _answer_on_trace(engine, prompt: str, reasoning: str, params) -> tuple[str, float]:
+    """The answer ``engine`` (one model alone) writes after another model's reasoning: it continues the
+    rendered prompt plus the reasoning, and is stopped as soon as the box closes."""
+    text_prompt = engine.large.chat_prompt([{"role": "user", "content": prompt}]) + reasoning
+    t0, text = time.perf_counter(), ""
+    stream = engine.stream(text_prompt, params, chat=False)
+    try:
+        for event in stream:
+            text += event.text
+            if event.kind == "text" and _box_content(text)[1]:
+                break  # the box is closed: that is the whole answer
+    finally:
+        stream.close()
+    return _box_content(text)[0], time.perf_counter() - t0
+
+
+def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console=None) -> Path:
+    """Run (or resume) a benchmark; returns the results file."""
+    from ..core.engine import RelayConfig, RelayEngine
+    from ..core.sampling import SamplingParams
+    from ..loader import load_backend, load_pair
+    from ..registry import Registry
+
+    settings.validated()
+    methods = parse_methods(settings.methods)
+    if settings.backend != "llamacpp" and any(m.speculative != "off" for m in methods):
+        raise ConfigError("speculative methods (+draft, +lookup) need the llamacpp backend")
+    path = data_file(settings.dataset)
+    problems = load_problems(path)
+    end = len(problems) if settings.limit is None else min(len(problems), settings.start + settings.limit)
+    problems = [(i, problems[i]) for i in range(settings.start, end)]
+    if not problems:
+        raise ConfigError(f"no problems: {path.name} has {end} and --start is {settings.start}")
+    as_dict = {**asdict(settings), "dataset": settings.dataset if settings.dataset in DATASETS else str(path)}
+    records = read_records(out)
+    _check_resume(as_dict, records, out)
+    done = {(r["id"], r["method"], r["sample"]) for r in records if r.get("type") == "sample"}
+    todo = [(i, p, k) for i, p in problems for k in range(settings.samples)]
+    remaining = sum((p["id"], m.name, k) not in done for _, p, k in todo for m in methods)
+    if remaining == 0:
+        if console:
+            console.print(f"{out}: all {len(todo) * len(methods)} samples already done")
+        return out
+
+    config = RelayConfig(answer_reserve_tokens=settings.answer_reserve_tokens)
+    opts = dict(settings.backend_options)
+    base = load_pair(settings.pair, large=settings.large, small=settings.small, backend=settings.backend,
+                     config=config, speculative="off", progress=progress, **opts)
+    drafters: dict[str, object] = {}
+    if any(m.speculative == "draft" for m in methods):
+        from ..speculative import DraftModel
+
+        small_name = settings.small or Registry.load().pair(settings.pair).small
+        drafters["draft"] = DraftModel(load_backend(small_name, settings.backend, progress=progress, **opts),
+                                       max_tokens=settings.draft_max)
+    if any(m.speculative == "lookup" for m in methods):
+        from ..speculative import prompt_lookup
+
+        drafters["lookup"] = prompt_lookup(settings.draft_max)
+    runner = MethodRunner(base, methods, drafters)
+    answerer = RelayEngine(base.large, base.small, base.profile, RelayConfig(mode="small"))
+
+    writer = _Writer(out)
+    try:
+        writer.write({"type": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "settings": as_dict, "machine": machine_description(), "profile": base.profile.name,
+                      "reasoning_end": base.config.reasoning_end})
+        if settings.costs:
+            writer.write(_measure_costs(runner, [p["problem"] for _, p in problems[:40]], console))
+        _answer_all(runner, answerer, methods, todo, done, settings, writer, remaining, progress, console)
+    finally:
+        writer.close()
+        for backend in {id(b): b for b in (base.large, base.small, runner.draft_backend_any())}.values():
+            if backend is not None:
+                backend.close()
+    return out
+
+
+def _measure_costs(runner: MethodRunner, texts: list[str], console) -> dict:
+    if console:
+        console.print("measuring each model's cost per evaluation call (cost model) ...")
+    record = {"type": "costs", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tokens = runner.large.tokenize("\n\n".join(texts).encode("utf-8"))
+    for role, backend in (("large", runner.large), ("small", runner.small)):
+        record[role] = measure(backend, tokens).to_dict()
+    return record
+
+
+def _answer_all(runner, answerer, methods, todo, done, settings, writer, remaining, progress, console) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from ..core.sampling import SamplingParams
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn()]
+    correct: dict[str, list[int]] = {m.name: [0, 0] for m in methods}
+    with Progress(*columns, console=console, disable=not progress) as bar:
+        task = bar.add_task("answering", total=remaining)
+        for n, (index, problem, k) in enumerate(todo):
+            order = methods[n % len(methods):] + methods[:n % len(methods)]
+            for method in order:
+                if (problem["id"], method.name, k) in done:
+                    continue
+                bar.update(task, description=f"#{index} {method.name:<12} " + "  ".join(
+                    f"{name} {c}/{t}" for name, (c, t) in correct.items() if t))
+                params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
+                                        seed=settings.seed + k, max_tokens=settings.max_tokens)
+                record = answer_one(runner, method.name, index, problem, k, params)
+                if method.name == "large" and settings.agreement:
+                    record["answer_stage"] = answer_stage(answerer, problem, record, params)
+                writer.write(record)
+                correct[method.name][0] += record["correct"]
+                correct[method.name][1] += 1
+                bar.advance(task)
+
+
+def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sample: int, params) -> dict:
+    """One method's answer to one problem, graded, with the counts the summary and cost model need."""
+    engine = runner.engine(method)
+    backends = {"large": engine.large, "small": engine.small}
+    draft = runner.draft_backend(method)
+    if draft is not None:
+        backends["draft"] = draft
+    before = {role: len(b.eval_log) for role, b in backends.items()}
+    result = engine.generate(math_prompt(problem["problem"]), params)
+    st = result.stats
+    return {
+        "type": "sample", "index": index, "id": problem["id"], "method": method, "sample": sample,
+        "seed": params.seed, "reference": problem["answer"], "extracted": last_boxed(result.text),
+        "correct": answers_match(result.text, problem["answer"]), "wall_s": round(st.wall_seconds, 4),
+        "finish": st.finish_reason, "tokens": st.generated_tokens, "large_tokens": st.large.generated_tokens,
+        "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
+        "models": {role: {k: v for k, v in asdict(getattr(st, role)).items()} for role in ("large", "small")},
+        "calls": {role: call_sizes(b.eval_log[before[role]:]) for role, b in backends.items()},
+        "segments": [[s.model, s.stage, s.tokens, len(s.text)] for s in result.segments],
+        "reasoning_chars": len(result.reasoning), "text": result.text,
+    }
+
+
+def answer_stage(answerer, problem: dict, record: dict, params) -> dict | None:
+    """The paper's answer-stage experiment on a large-only trace: given the same reasoning, does the
+    small model put the same answer in the box as the large model did?"""
+    text = record["text"]
+    if record["reasoning_chars"] >= len(text) and not text.endswith("\\boxed{"):
+        return None  # no answer stage: the large model never opened a box
+    reasoning, answer = text[:record["reasoning_chars"]], text[record["reasoning_chars"]:]
+    large_answer = _box_content(answer)[0]
+    small_answer, seconds = _answer_on_trace(answerer, math_prompt(problem["problem"]), reasoning, params)
+    agree = bool(large_answer.strip()) and bool(small_answer.strip()) and (
+        large_answer.strip() == small_answer.strip() or answers_match(f"\\boxed{{{small_answer}}}", large_answer))
+    return {"large": large_answer, "small": small_answer, "agree": agree,
+            "large_correct": answers_match(f"\\boxed{{{large_answer}}}", problem["answer"]),
+            "small_correct": answers_match(f"\\boxed{{{small_answer}}}", problem["answer"]),
+            "seconds": round(seconds, 4)}
