@@ -327,7 +327,7 @@ def cmd_bench_report(args) -> int:
     from .bench.report import write_report
 
     out = write_report([Path(p) for p in args.results], Path(args.out), title=args.title, plots=not args.no_plots)
-    _console().print(out.read_text(encoding="utf-8") if args.print else f"wrote {out}")
+    print(out.read_text(encoding="utf-8") if args.print else f"wrote {out}")
     return 0
 
 

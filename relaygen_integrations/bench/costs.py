@@ -57,11 +57,13 @@ def call_sizes(eval_log: Sequence[tuple[int, int]]) -> dict[int, int]:
     return dict(sorted(Counter(n for _, n in eval_log).items()))
 
 
-def measure(backend, tokens: Sequence[int], sizes: Sequence[int] = SIZES, repeats: int = 3,
-            context: int = CONTEXT) -> UnitCosts:
+def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES, repeats: int = 3,
+            context: int = CONTEXT) -> dict[str, UnitCosts]:
     """Time calls of each size after ``context`` tokens of ``tokens`` (real text, so the cache holds
-    realistic content). Each call is one ``next_token`` (evaluate, read logits, choose greedily), as
-    the engine makes them. The backend's cache is reset afterwards; its counters are restored."""
+    realistic content), for each backend of ``{name: backend}``. Each call is one ``next_token``
+    (evaluate, read logits, choose greedily), as the engine makes them. The models take turns call by
+    call and the sweep is repeated, so a slow spell of the machine hits every model and size alike;
+    each size's median is kept. Caches are reset afterwards and counters restored."""
     from ..core.sampling import Sampler, SamplingParams
 
     need = context + max(sizes)
@@ -69,27 +71,29 @@ def measure(backend, tokens: Sequence[int], sizes: Sequence[int] = SIZES, repeat
         tokens = list(tokens) * (need // max(1, len(tokens)) + 1)
     tokens = list(tokens[:need])
     sampler = Sampler(SamplingParams(temperature=0))
-    saved = backend.evaluated_tokens, backend.eval_calls, len(backend.eval_log)
-    drafter = getattr(backend, "drafter", None)
-    if drafter is not None:
-        backend.set_drafter(None)
-    backend.reset()
-    backend.sync(tokens[:context])
-    medians = []
-    for n in sizes:
-        times = []
-        for _ in range(repeats):
-            backend.sync(tokens[:context])  # drop the previous extension (one token re-evaluated, untimed)
-            t0 = time.perf_counter()
-            backend.next_token(tokens[:context + n], sampler)
-            times.append(time.perf_counter() - t0)
-        medians.append(statistics.median(times))
-    backend.reset()
-    backend.evaluated_tokens, backend.eval_calls = saved[0], saved[1]
-    del backend.eval_log[saved[2]:]
-    if drafter is not None:
-        backend.set_drafter(drafter)
-    return UnitCosts(list(sizes), medians)
+    saved, drafters = {}, {}
+    for name, b in backends.items():
+        saved[name] = b.evaluated_tokens, b.eval_calls, len(b.eval_log)
+        drafters[name] = getattr(b, "drafter", None)
+        if drafters[name] is not None:
+            b.set_drafter(None)
+        b.reset()
+        b.sync(tokens[:context])
+    times: dict[str, dict[int, list[float]]] = {name: {n: [] for n in sizes} for name in backends}
+    for _ in range(repeats):
+        for n in sizes:
+            for name, b in backends.items():
+                b.sync(tokens[:context])  # drop the previous extension (one token re-evaluated, untimed)
+                t0 = time.perf_counter()
+                b.next_token(tokens[:context + n], sampler)
+                times[name][n].append(time.perf_counter() - t0)
+    for name, b in backends.items():
+        b.reset()
+        b.evaluated_tokens, b.eval_calls = saved[name][0], saved[name][1]
+        del b.eval_log[saved[name][2]:]
+        if drafters[name] is not None:
+            b.set_drafter(drafters[name])
+    return {name: UnitCosts(list(sizes), [statistics.median(times[name][n]) for n in sizes]) for name in backends}
 
 
 def relay_what_if(large: UnitCosts, small: UnitCosts, large_share: float, tokens: int = 300,

@@ -240,8 +240,8 @@ def _measure_costs(runner: MethodRunner, texts: list[str], console) -> dict:
         console.print("measuring each model's cost per evaluation call (cost model) ...")
     record = {"type": "costs", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     tokens = runner.large.tokenize("\n\n".join(texts).encode("utf-8"))
-    for role, backend in (("large", runner.large), ("small", runner.small)):
-        record[role] = measure(backend, tokens).to_dict()
+    for role, costs in measure({"large": runner.large, "small": runner.small}, tokens).items():
+        record[role] = costs.to_dict()
     return record
 
 
@@ -291,6 +291,7 @@ def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sam
         "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
         "models": {role: {k: v for k, v in asdict(getattr(st, role)).items()} for role in ("large", "small")},
         "calls": {role: call_sizes(b.eval_log[before[role]:]) for role, b in backends.items()},
+        "first_call": {role: b.eval_log[before[role]][1] for role, b in backends.items() if len(b.eval_log) > before[role]},
         "segments": [[s.model, s.stage, s.tokens, len(s.text)] for s in result.segments],
         "reasoning_chars": len(result.reasoning), "text": result.text,
     }

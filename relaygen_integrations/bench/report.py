@@ -1,0 +1,271 @@
+"""The benchmark report: Markdown tables from one or more results files, and two plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import ConfigError
+from .summary import Results, answer_stage, load_results, summarise, time_breakdown
+
+COLOURS = {"large": "#1f77b4", "small": "#d62728", "forced": "#7f7f7f"}
+NAMES = {"gsm8k": "GSM8K", "math500": "MATH-500", "aime2024": "AIME 2024", "aime2025": "AIME 2025", "amc23": "AMC 2023"}
+
+
+def _dataset_name(results: Results) -> str:
+    d = results.settings["dataset"]
+    return NAMES.get(d, Path(d).stem)
+
+
+def _command(results: Results) -> str:
+    s = results.settings
+    parts = ["relaygen bench run", f"--data {s['dataset']}", f"--methods {s['methods']}"]
+    if s["start"]:
+        parts.append(f"--start {s['start']}")
+    if s["limit"] is not None:
+        parts.append(f"--limit {s['limit']}")
+    parts.append(f"--max-tokens {s['max_tokens']}")
+    if s["temperature"]:
+        parts += [f"--temperature {s['temperature']}", f"--samples {s['samples']}", f"--seed {s['seed']}"]
+    for key, flag in (("pair", "--pair"), ("large", "--large"), ("small", "--small")):
+        if s.get(key):
+            parts.append(f"{flag} {s[key]}")
+    opts = s.get("backend_options", {})
+    if opts.get("n_threads"):
+        parts.append(f"--threads {opts['n_threads']}")
+    if opts.get("n_gpu_layers"):
+        parts.append(f"--gpu-layers {opts['n_gpu_layers']}")
+    parts.append(f"--out {results.path.as_posix()}")
+    return " ".join(parts)
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def _fmt_x(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def section(results: Results, plots_dir: Path | None) -> list[str]:
+    s = results.settings
+    rows = summarise(results)
+    machine = results.runs[-1]["machine"]
+    sampling = "greedy" if not s["temperature"] else f"temperature {s['temperature']}, {s['samples']} samples per problem"
+    n = max(r.problems for r in rows)
+    md = [f"## {_dataset_name(results)}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
+          f"Command (resumable): `{_command(results)}`", "",
+          f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, Python {machine['python']}, "
+          f"llama-cpp-python {machine.get('llama_cpp_python', '-')}. Pair: {s.get('pair') or 'default'}, "
+          f"calibrated profile `{results.runs[0]['profile']}`, reasoning ends at `{results.runs[0]['reasoning_end']}`. "
+          f"{len(results.runs)} invocation(s), {len(results.samples)} answers.", "",
+          "| method | pass@1 % [95% CI] | right only here / only large | sign test p | speedup vs large (total time) [95% CI] "
+          "| per-answer speedup: median [IQR] | mean / median s | tokens/answer | large-model share | switches/answer "
+          "| cut by budget |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        paired = "-" if r.method == "large" else f"{r.only_this} / {r.only_large}"
+        p = "-" if r.method == "large" or r.sign_p is None else f"{r.sign_p:.2g}"
+        ci = "" if r.speedup_ci is None or r.method == "large" else f" [{r.speedup_ci[0]:.2f}-{r.speedup_ci[1]:.2f}]"
+        q = r.per_problem_speedup
+        per = "-" if q is None or r.method == "large" else f"{q[1]:.2f}x [{q[0]:.2f}-{q[2]:.2f}]"
+        md.append(f"| {r.method} | {_pct(r.pass1)} [{_pct(r.ci[0])}-{_pct(r.ci[1])}] | {paired} | {p} | "
+                  f"{_fmt_x(r.speedup)}{ci} | {per} | {r.mean_s:.1f} / {r.median_s:.1f} | {r.tokens:.0f} | "
+                  f"{_pct(r.large_share)}% | {r.switches:.2f} | {r.length_finishes} |")
+    spec = [r for r in rows if r.acceptance is not None]
+    if spec:
+        md += ["", "Speculative decoding: " + "; ".join(
+            f"{r.method} accepted {_pct(r.acceptance)}% of drafted tokens" for r in spec) + "."]
+    stage = answer_stage(results)
+    if stage:
+        md += ["", "### Answer stage: small vs large model on the same reasoning",
+               f"On {stage.traces} large-model traces that reached the answer, the small model, continuing the same "
+               f"reasoning, put an equivalent answer in the box {stage.agree} times ({_pct(stage.agree / stage.traces)}%; "
+               f"the paper: 99.86% with Qwen3-1.7B vs Qwen3-32B). Correct: large {stage.large_correct}, small "
+               f"{stage.small_correct}."]
+        if stage.disagreements:
+            shown = stage.disagreements[:8]
+            md += ["", "| problem | large | small | reference |", "|---|---|---|---|"]
+            md += [f"| {d['id']} | `{d['large']}` | `{d['small']}` | `{d['reference']}` |" for d in shown]
+            if len(stage.disagreements) > len(shown):
+                md.append(f"\n({len(stage.disagreements) - len(shown)} more in the results file.)")
+    costs = results.unit_costs()
+    if costs:
+        md += ["", "### Cost model: predicted vs measured",
+               f"Unit costs measured at the start of each invocation ({len(results.costs)}x; medians), one call = "
+               "evaluate n tokens, read the logits, choose a token:", "",
+               "| model | decode (n=1) ms | n=5 ms | n=16 ms | n=64 ms | n=256 ms | prefill ms/token (n=256) |",
+               "|---|---|---|---|---|---|---|"]
+        for role in ("large", "small"):
+            c = costs[role]
+            md.append(f"| {role} | {1000 * c.decode:.1f} | {1000 * c.call(5):.1f} | {1000 * c.call(16):.1f} | "
+                      f"{1000 * c.call(64):.1f} | {1000 * c.call(256):.1f} | {1000 * c.prefill_per_token:.1f} |")
+        md += ["", "Each answer's evaluation calls (sizes recorded per model) priced with these costs predict its time; "
+               "the predicted speedup is the ratio of the predicted totals, over the same answers as the measured one.",
+               "", "| method | predicted speedup | measured speedup | predicted / measured | predicted model time (s) "
+               "| measured model time (s) | measured wall time (s) |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            agree = "-" if r.predicted_speedup is None or not r.speedup else f"{r.predicted_speedup / r.speedup:.2f}"
+            md.append(f"| {r.method} | {_fmt_x(r.predicted_speedup)} | {_fmt_x(r.speedup)} | {agree} | "
+                      f"{r.predicted_model_s:.0f} | {r.measured_model_s:.0f} | {r.total_s:.0f} |")
+        relay_like = [m for m in results.methods if m != "large" and m != "small"]
+        if relay_like:
+            md += ["", "Where the time went (cost model, seconds over all answers):", "",
+                   "| method | " + " | ".join(_CATEGORIES) + " |", "|---|" + "---|" * len(_CATEGORIES)]
+            for m in ["large", *relay_like]:
+                b = time_breakdown([x for x in results.samples if x["method"] == m], costs)
+                md.append(f"| {m} | " + " | ".join(f"{b.get(c, 0):.0f}" for c in _CATEGORIES) + " |")
+    if plots_dir is not None:
+        strip = token_strip(results, plots_dir / f"{results.path.stem}_tokens.png")
+        if strip:
+            path, pick = strip
+            md += ["", f"![who wrote which tokens]({path.name})", "",
+                   f"Who wrote which tokens in one answer ({pick['id']}, {pick['method']}: the relay answer with the "
+                   "most switches among the first 20 problems); blue: large model, red: small model."]
+    return md
+
+
+_CATEGORIES = [f"{role} {kind}" for role in ("large", "small", "draft") for kind in ("first call", "decode", "batched")]
+
+
+def token_strip(results: Results, path: Path) -> tuple[Path, dict] | None:
+    """A strip of the tokens of one relay answer, coloured by the model that wrote them."""
+    relay = [s for s in results.samples if s["method"].startswith("relay") and s["switches"]]
+    if not relay:
+        return None
+    first = sorted({s["index"] for s in results.samples})[:20]
+    pick = max((s for s in relay if s["index"] in first), key=lambda s: (s["switches"], -s["index"]), default=None)
+    if pick is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 100  # tokens per row
+    total = sum(seg[2] for seg in pick["segments"])
+    rows = max(1, -(-total // width))
+    fig, ax = plt.subplots(figsize=(10, 0.35 * rows + 1.2))
+    pos = 0
+    for model, _stage, tokens, _chars in pick["segments"]:
+        left = tokens
+        while left > 0:
+            row, col = divmod(pos, width)
+            take = min(left, width - col)
+            ax.barh(-row, take, left=col, height=0.8, color=COLOURS.get(model, "#7f7f7f"))
+            pos, left = pos + take, left - take
+    ax.set_xlim(0, width)
+    ax.set_yticks([])
+    ax.set_xlabel("token within row (rows of 100 tokens)")
+    share = pick["large_tokens"] / max(1, pick["tokens"])
+    ax.set_title(f"{_dataset_name(results)} {pick['id']}, {pick['method']}: {pick['tokens']} tokens, "
+                 f"{share:.0%} by the large model (blue), {pick['switches']} switches to the small (red)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path, pick
+
+
+def accuracy_vs_speedup(all_results: list[Results], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    markers = "osD^v"
+    cmap = plt.get_cmap("tab10")
+    methods = list(dict.fromkeys(m for res in all_results for m in res.methods))
+    for d, res in enumerate(all_results):
+        for r in summarise(res):
+            if r.speedup is None:
+                continue
+            colour = cmap(methods.index(r.method) % 10)
+            xerr = None if r.speedup_ci is None or r.method == "large" else [[r.speedup - r.speedup_ci[0]], [r.speedup_ci[1] - r.speedup]]
+            ax.errorbar(r.speedup, 100 * r.pass1, xerr=xerr, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
+                        fmt=markers[d % len(markers)], color=colour, capsize=3,
+                        label=f"{r.method} ({_dataset_name(res)})")
+    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("speedup over the large model alone (ratio of total times)")
+    ax.set_ylabel("pass@1 (%), 95% CI")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Accuracy vs speed (this machine)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def headline(all_results: list[Results]) -> list[str]:
+    """One row per method, pass@1 and speedup per data set."""
+    names = [_dataset_name(r) for r in all_results]
+    summaries = [{s.method: s for s in summarise(r)} for r in all_results]
+    methods = list(dict.fromkeys(m for s in summaries for m in s))
+    md = ["| method | " + " | ".join(f"{n} pass@1 % | {n} speedup" for n in names) + " |",
+          "|---|" + "---|---|" * len(names)]
+    for m in methods:
+        cells = []
+        for s in summaries:
+            r = s.get(m)
+            cells += ["-", "-"] if r is None else [f"{_pct(r.pass1)} (n={r.problems})", _fmt_x(r.speedup)]
+        md.append(f"| {m} | " + " | ".join(cells) + " |")
+    return md
+
+
+def write_report(paths: list[Path], out: Path, title: str = "RelayGen benchmark", plots: bool = True) -> Path:
+    """Markdown report (and PNG plots beside it) for results files from `relaygen bench run`."""
+    if not paths:
+        raise ConfigError("no results files given")
+    all_results = [load_results(p) for p in paths]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", "", f"Generated by `relaygen bench report {' '.join(p.as_posix() for p in paths)} "
+          f"--out {out.as_posix()}`. Speedups are ratios of total wall time against the large model alone on the same "
+          "problems, methods interleaved per problem; CIs: Wilson (accuracy), problem bootstrap (speedup).", "",
+          "## Headline", ""] + headline(all_results)
+    if plots:
+        chart = accuracy_vs_speedup(all_results, out.parent / "accuracy_vs_speedup.png")
+        md += ["", f"![accuracy vs speedup]({chart.name})"]
+    for res in all_results:
+        md += [""] + section(res, out.parent if plots else None)
+    out.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return out
+
+
+def print_costs(args) -> int:
+    """``relaygen bench costs``: measure this machine's unit costs for the pair, print what relaying
+    would gain at various large-model shares."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..cli import _engine_from_args
+    from ..math_tasks import load_problems
+    from .costs import measure, relay_what_if
+    from .runner import data_file
+
+    args.mode, args.cues, args.profile, args.substring_cues = "relay", None, None, False
+    args.speculative = "off"
+    engine = _engine_from_args(args)
+    texts = [p["problem"] for p in load_problems(data_file("gsm8k"), 40)]
+    tokens = engine.large.tokenize("\n\n".join(texts).encode("utf-8"))
+    console = Console()
+    console.print("measuring (about a minute on a laptop CPU) ...")
+    costs = measure({"large": engine.large, "small": engine.small}, tokens)
+    t = Table(title="cost of one evaluation call (ms)")
+    for col in ("model", "n=1 (decode)", "n=5", "n=16", "n=64", "n=256"):
+        t.add_column(col)
+    for role, c in costs.items():
+        t.add_row(role, *(f"{1000 * c.call(n):.1f}" for n in (1, 5, 16, 64, 256)))
+    console.print(t)
+    w = Table(title=f"predicted relay speedup ({args.tokens}-token answers, {args.segment_tokens:g}-token small sentences)")
+    w.add_column("large-model share")
+    w.add_column("predicted speedup")
+    for share in (0.9, 0.8, 0.7, 0.6, 0.5):
+        w.add_row(f"{share:.0%}", f"{relay_what_if(costs['large'], costs['small'], share, args.tokens, args.segment_tokens):.2f}x")
+    console.print(w)
+    console.print(f"decode cost ratio small/large: {costs['small'].decode / costs['large'].decode:.2f} "
+                  "(relaying can only pay when this is well below 1 and hand-offs are cheap)")
+    for b in (engine.large, engine.small):
+        b.close()
+    return 0
+
+

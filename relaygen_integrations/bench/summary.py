@@ -1,0 +1,210 @@
+"""Statistics of a benchmark results file: accuracy with confidence intervals, paired comparisons
+against the large model, speedups as ratios of total times, token shares, the answer-stage
+experiment, and the cost model's predicted speedups next to the measured ones."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+from .costs import UnitCosts
+from .runner import read_records
+
+Z95 = 1.959963984540054
+
+
+@dataclass
+class Results:
+    """One results file: its settings, machine, unit costs and samples."""
+
+    path: Path
+    runs: list[dict]
+    costs: list[dict]
+    samples: list[dict]
+
+    @property
+    def settings(self) -> dict:
+        return self.runs[0]["settings"]
+
+    @property
+    def methods(self) -> list[str]:
+        order = [m.strip() for r in self.runs for m in r["settings"]["methods"].split(",")]
+        present = {s["method"] for s in self.samples}
+        return [m for m in dict.fromkeys(order) if m in present]
+
+    def unit_costs(self) -> dict[str, UnitCosts] | None:
+        """Per model, the median over all measurements (one per invocation) of each call size."""
+        if not self.costs:
+            return None
+        out = {}
+        for role in ("large", "small"):
+            sizes = self.costs[0][role]["sizes"]
+            seconds = [statistics.median(c[role]["seconds"][i] for c in self.costs) for i in range(len(sizes))]
+            out[role] = UnitCosts(sizes, seconds)
+        out["draft"] = out["small"]  # the draft model is the pair's small model (same file, same costs)
+        return out
+
+
+def load_results(path: Path) -> Results:
+    records = read_records(path)
+    runs = [r for r in records if r.get("type") == "run"]
+    if not runs:
+        raise ConfigError(f"{path} holds no benchmark run (is it a `relaygen bench run` results file?)")
+    samples = [r for r in records if r.get("type") == "sample"]
+    if not samples:
+        raise ConfigError(f"{path} holds no answers yet")
+    return Results(path, runs, [r for r in records if r.get("type") == "costs"], samples)
+
+
+def wilson(successes: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if n == 0:
+        return (0.0, 1.0)
+    p, z2 = successes / n, Z95 ** 2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def sign_test(a: int, b: int) -> float:
+    """Two-sided exact binomial (sign) test of a vs b discordant pairs under p = 1/2."""
+    n = a + b
+    if n == 0:
+        return 1.0
+    k = min(a, b)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def _bootstrap(values_by_problem: list[tuple[float, float]], resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of sum(a) / sum(b) when problems are resampled."""
+    arr = np.asarray(values_by_problem, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(arr), size=(resamples, len(arr)))
+    ratios = arr[idx, 0].sum(axis=1) / arr[idx, 1].sum(axis=1)
+    return float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
+
+
+@dataclass
+class MethodSummary:
+    method: str
+    problems: int
+    samples: int
+    pass1: float
+    ci: tuple[float, float]
+    mean_s: float
+    median_s: float
+    tokens: float  # per answer
+    large_share: float
+    switches: float  # per answer
+    length_finishes: int  # answers cut by the budget
+    speedup: float | None = None  # sum(large time) / sum(this time), same problems and samples
+    speedup_ci: tuple[float, float] | None = None
+    per_problem_speedup: tuple[float, float, float] | None = None  # quartiles of large/this per answer
+    only_this: int = 0  # problem-samples this method got right and large-only wrong
+    only_large: int = 0
+    sign_p: float | None = None
+    acceptance: float | None = None  # speculative: accepted / drafted tokens
+    predicted_speedup: float | None = None
+    predicted_model_s: float | None = None  # cost model's total model time
+    measured_model_s: float | None = None  # time inside the backends (what the cost model models)
+    total_s: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def summarise(results: Results) -> list[MethodSummary]:
+    by = {m: {(s["id"], s["sample"]): s for s in results.samples if s["method"] == m} for m in results.methods}
+    if "large" not in by:
+        raise ConfigError(f"{results.path}: no large-only answers, so no reference for speedups")
+    costs = results.unit_costs()
+    out = []
+    for m, rs in by.items():
+        recs = list(rs.values())
+        per_problem: dict[str, list[bool]] = {}
+        for r in recs:
+            per_problem.setdefault(r["id"], []).append(bool(r["correct"]))
+        k = max(len(v) for v in per_problem.values())
+        pass1 = statistics.fmean(statistics.fmean(v) for v in per_problem.values())
+        if k == 1:
+            ci = wilson(sum(v[0] for v in per_problem.values()), len(per_problem))
+        else:  # resample problems
+            means = np.array([statistics.fmean(v) for v in per_problem.values()])
+            boots = np.random.default_rng(0).choice(means, size=(2000, len(means))).mean(axis=1)
+            ci = (float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5)))
+        walls = [r["wall_s"] for r in recs]
+        tokens = sum(r["tokens"] for r in recs)
+        s = MethodSummary(
+            method=m, problems=len(per_problem), samples=len(recs), pass1=pass1, ci=ci,
+            mean_s=statistics.fmean(walls), median_s=statistics.median(walls), tokens=tokens / len(recs),
+            large_share=sum(r["large_tokens"] for r in recs) / tokens if tokens else 0.0,
+            switches=sum(r["switches"] for r in recs) / len(recs),
+            length_finishes=sum(r["finish"] == "length" for r in recs), total_s=sum(walls))
+        drafted = sum(r["models"]["large"]["drafted_tokens"] for r in recs)
+        if drafted:
+            s.acceptance = sum(r["models"]["large"]["accepted_draft_tokens"] for r in recs) / drafted
+        keys = [key for key in rs if key in by["large"]]
+        if keys:
+            pairs = [(by["large"][key]["wall_s"], rs[key]["wall_s"]) for key in keys]
+            s.speedup = sum(a for a, _ in pairs) / sum(b for _, b in pairs)
+            s.speedup_ci = _bootstrap(pairs) if len(pairs) > 1 else None
+            ratios = sorted(a / b for a, b in pairs)
+            q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+            s.per_problem_speedup = (q[0], q[1], q[2])
+            s.only_this = sum(rs[key]["correct"] and not by["large"][key]["correct"] for key in keys)
+            s.only_large = sum(by["large"][key]["correct"] and not rs[key]["correct"] for key in keys)
+            s.sign_p = sign_test(s.only_this, s.only_large)
+            if costs:
+                pred = {key: (predict_seconds(by["large"][key], costs), predict_seconds(rs[key], costs)) for key in keys}
+                s.predicted_speedup = sum(a for a, _ in pred.values()) / sum(b for _, b in pred.values())
+        if costs:
+            s.predicted_model_s = sum(predict_seconds(r, costs) for r in recs)
+            s.measured_model_s = sum(r["models"]["large"]["seconds"] + r["models"]["small"]["seconds"] for r in recs)
+        out.append(s)
+    return out
+
+
+def predict_seconds(record: dict, costs: dict[str, UnitCosts]) -> float:
+    """The cost model's time for one answer: every evaluation call it made, priced by size."""
+    return sum(costs[role].predict(calls) for role, calls in record["calls"].items())
+
+
+@dataclass
+class AnswerStage:
+    traces: int  # large-only traces that reached the answer stage
+    agree: int
+    large_correct: int
+    small_correct: int
+    disagreements: list[dict]
+
+
+def answer_stage(results: Results) -> AnswerStage | None:
+    rows = [(s, s["answer_stage"]) for s in results.samples if s["method"] == "large" and s.get("answer_stage")]
+    if not rows:
+        return None
+    return AnswerStage(len(rows), sum(a["agree"] for _, a in rows), sum(a["large_correct"] for _, a in rows),
+                       sum(a["small_correct"] for _, a in rows),
+                       [{"id": s["id"], "large": a["large"], "small": a["small"], "reference": s["reference"]}
+                        for s, a in rows if not a["agree"]])
+
+
+def time_breakdown(records: list[dict], costs: dict[str, UnitCosts]) -> dict[str, float]:
+    """Where the cost model says the time went, summed over answers: each model's first call (its
+    prompt; for a relaying small model also the large model's text so far), its one-token decode
+    steps, and its other batched calls (hand-off catch-ups, speculative verification)."""
+    out: dict[str, float] = {}
+    for r in records:
+        for role, calls in r["calls"].items():
+            calls = {int(k): int(v) for k, v in calls.items()}
+            first = r["first_call"].get(role)
+            if first:
+                calls[first] -= 1
+                out[f"{role} first call"] = out.get(f"{role} first call", 0.0) + costs[role].call(first)
+            for size, count in calls.items():
+                kind = "decode" if size == 1 else "batched"
+                out[f"{role} {kind}"] = out.get(f"{role} {kind}", 0.0) + count * costs[role].call(size)
+    return out
