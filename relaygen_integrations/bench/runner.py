@@ -133,8 +133,16 @@ def machine_description() -> dict:
 
 
 class _Writer:
+    """Appends records, each flushed to disk at once; first drops a line a stopped run left unfinished."""
+
     def __init__(self, path: Path):
+        self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file() and path.stat().st_size:
+            data = path.read_bytes()
+            if not data.endswith(b"\n"):
+                with open(path, "r+b") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
         self.f = open(path, "a", encoding="utf-8")
 
     def write(self, record: dict) -> None:
@@ -225,6 +233,7 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
                       "settings": as_dict, "machine": machine_description(), "profile": base.profile.name,
                       "reasoning_end": base.config.reasoning_end})
         if settings.costs:
+            _wait_while_paused(out)
             writer.write(_measure_costs(runner, [p["problem"] for _, p in problems[:40]], console))
         _answer_all(runner, answerer, methods, todo, done, settings, writer, remaining, progress, console)
     finally:
@@ -260,6 +269,7 @@ def _answer_all(runner, answerer, methods, todo, done, settings, writer, remaini
             for method in order:
                 if (problem["id"], method.name, k) in done:
                     continue
+                _wait_while_paused(writer.path, bar, task)
                 bar.update(task, description=f"#{index} {method.name:<12} " + "  ".join(
                     f"{name} {c}/{t}" for name, (c, t) in correct.items() if t))
                 params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, top_k=settings.top_k,
@@ -271,6 +281,27 @@ def _answer_all(runner, answerer, methods, todo, done, settings, writer, remaini
                 correct[method.name][0] += record["correct"]
                 correct[method.name][1] += 1
                 bar.advance(task)
+
+
+def pause_file(out: Path) -> Path:
+    """Create this file to pause a running benchmark between two answers (its timings stay clean
+    while the machine does other work); the runner creates ``<out>.paused`` once it has stopped, and
+    continues when the pause file is removed."""
+    return out.with_name(out.name + ".pause")
+
+
+def _wait_while_paused(out: Path, bar=None, task=None) -> None:
+    request, ack = pause_file(out), out.with_name(out.name + ".paused")
+    if not request.exists():
+        return
+    if bar is not None:
+        bar.update(task, description=f"paused: remove {request} to continue")
+    ack.touch()
+    try:
+        while request.exists():
+            time.sleep(1)
+    finally:
+        ack.unlink(missing_ok=True)
 
 
 def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sample: int, params) -> dict:

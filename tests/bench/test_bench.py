@@ -1,0 +1,246 @@
+"""`relaygen bench`: a real (tiny) benchmark run through the CLI, resumed, extended and reported,
+plus the statistics and the cost model on known inputs."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from relaygen_integrations.bench.costs import UnitCosts, call_sizes, relay_what_if
+from relaygen_integrations.bench.methods import parse_methods
+from relaygen_integrations.bench.runner import _box_content, data_file, read_records
+from relaygen_integrations.bench.summary import load_results, sign_test, summarise, wilson
+from relaygen_integrations.errors import ConfigError
+
+METHODS = "large,small,relay,relay-all,large+draft,relay+lookup"
+REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
+
+
+def relaygen(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def boxed_registry(tmp_path_factory, smollm2_path):
+    """The project registry plus a SmolLM2 pair whose reasoning ends at ``\\boxed{`` (as the default pair's)."""
+    d = tmp_path_factory.mktemp("registry")
+    text = REGISTRY.read_text(encoding="utf-8") + (
+        '\n[pairs."smollm2-boxed"]\nlarge = "smollm2-135m"\nsmall = "smollm2-135m"\n'
+        'profile = "paper-qwen3"\nreasoning_end = "\\\\boxed{"\n')
+    (d / "registry.toml").write_text(text, encoding="utf-8")
+    return {"RELAYGEN_REGISTRY": str(d / "registry.toml")}
+
+
+def run_args(out, limit=2, *extra):
+    return ["bench", "run", "--pair", "smollm2-boxed", "--data", "gsm8k", "--limit", str(limit), "--methods", METHODS,
+            "--max-tokens", "64", "--answer-reserve", "16", "--threads", "2", "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory, boxed_registry):
+    out = tmp_path_factory.mktemp("bench") / "gsm8k.jsonl"
+    p = relaygen(*run_args(out), env=boxed_registry)
+    assert p.returncode == 0, p.stderr
+    return out
+
+
+def samples_of(path):
+    return [r for r in read_records(path) if r["type"] == "sample"]
+
+
+def test_run_writes_one_graded_record_per_method_and_problem(bench_run):
+    records = read_records(bench_run)
+    assert [r["type"] for r in records[:2]] == ["run", "costs"]
+    assert records[0]["settings"]["max_tokens"] == 64 and records[0]["machine"]["cores"]
+    samples = samples_of(bench_run)
+    assert sorted((s["index"], s["method"]) for s in samples) == sorted(
+        (i, m) for i in (0, 1) for m in METHODS.split(","))
+    order = [[s["method"] for s in samples if s["index"] == i] for i in (0, 1)]
+    assert order[0] != order[1], "the method order rotates from problem to problem"
+    for s in samples:
+        assert isinstance(s["correct"], bool) and s["reference"] in ("18", "3")
+        assert s["tokens"] == s["large_tokens"] + s["small_tokens"] <= 64
+        assert sum(seg[2] for seg in s["segments"] if seg[0] != "forced") == s["tokens"]
+        for role in ("large", "small"):  # the call sizes account for every evaluated token
+            sizes = s["calls"][role]
+            assert sum(int(n) * c for n, c in sizes.items()) == s["models"][role]["evaluated_tokens"]
+    by = {(s["method"], s["index"]): s for s in samples}
+    assert all(by[("large", i)]["small_tokens"] == 0 and by[("small", i)]["large_tokens"] == 0 for i in (0, 1))
+    assert sum(by[("relay-all", i)]["switches"] for i in (0, 1)) > 0
+    draft = [by[("large+draft", i)] for i in (0, 1)]
+    assert all(d["models"]["large"]["drafted_tokens"] > 0 and d["calls"]["draft"] for d in draft)
+    assert all(by[("relay+lookup", i)]["models"]["large"]["drafted_tokens"] > 0 for i in (0, 1))
+
+
+def test_answer_stage_compares_small_and_large_answers_on_the_same_trace(bench_run):
+    large = [s for s in samples_of(bench_run) if s["method"] == "large"]
+    for s in large:
+        stage = s["answer_stage"]
+        assert stage is not None, "the reserve guarantees an answer stage"
+        answer = s["text"][s["reasoning_chars"]:]
+        assert stage["large"] == _box_content(answer)[0]
+        if stage["large"].strip() == stage["small"].strip() != "":
+            assert stage["agree"]
+        if not stage["large"].strip() or not stage["small"].strip():
+            assert not stage["agree"]
+        assert stage["seconds"] > 0
+
+
+def test_rerun_skips_done_samples_and_a_larger_limit_adds_only_new_problems(bench_run, boxed_registry, tmp_path):
+    out = tmp_path / "resume.jsonl"
+    out.write_bytes(bench_run.read_bytes())
+    before = read_records(out)
+    p = relaygen(*run_args(out), env=boxed_registry)
+    assert p.returncode == 0, p.stderr
+    assert "already done" in p.stderr and read_records(out) == before
+    p = relaygen(*run_args(out, 3, "--no-costs", "--no-agreement"), env=boxed_registry)
+    assert p.returncode == 0, p.stderr
+    added = read_records(out)[len(before):]
+    assert added[0]["type"] == "run" and all(r["type"] == "sample" for r in added[1:])
+    assert sorted(r["method"] for r in added[1:]) == sorted(METHODS.split(",")) and {r["index"] for r in added[1:]} == {2}
+
+
+def test_a_line_cut_by_a_stopped_run_is_answered_again(bench_run, boxed_registry, tmp_path):
+    out = tmp_path / "cut.jsonl"
+    data = bench_run.read_bytes()
+    out.write_bytes(data[: len(data) - 40])  # the last record lost its end
+    lost = json.loads(data.splitlines()[-1])
+    assert len(samples_of(out)) == len(samples_of(bench_run)) - 1
+    p = relaygen(*run_args(out, 2, "--no-costs"), env=boxed_registry)
+    assert p.returncode == 0, p.stderr
+    again = samples_of(out)
+    assert len(again) == len(samples_of(bench_run))
+    assert (again[-1]["id"], again[-1]["method"]) == (lost["id"], lost["method"])
+
+
+def test_a_pause_file_holds_the_run_between_answers(bench_run, boxed_registry, tmp_path):
+    import time
+
+    from relaygen_integrations.bench.runner import pause_file
+
+    out = tmp_path / "paused.jsonl"
+    out.write_bytes(bench_run.read_bytes())
+    pause_file(out).touch()
+    ack = out.with_name(out.name + ".paused")
+    proc = subprocess.Popen([sys.executable, "-m", "relaygen_integrations.cli", *run_args(out, 3, "--no-costs")],
+                            env={**os.environ, **boxed_registry}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 300
+        while not ack.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ack.exists(), "the runner acknowledges the pause"
+        time.sleep(1)
+        assert len(samples_of(out)) == len(samples_of(bench_run)), "no answer while paused"
+        pause_file(out).unlink()
+        assert proc.wait(timeout=600) == 0
+    finally:
+        proc.kill()
+    assert not ack.exists() and len(samples_of(out)) == len(samples_of(bench_run)) + len(METHODS.split(","))
+
+
+def test_resume_with_other_settings_is_refused(bench_run, boxed_registry, tmp_path):
+    out = tmp_path / "other.jsonl"
+    out.write_bytes(bench_run.read_bytes())
+    p = relaygen(*[a if a != "64" else "32" for a in run_args(out)], env=boxed_registry)
+    assert p.returncode == 2 and "other settings" in p.stderr and "max_tokens: 64 -> 32" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_report_tables_and_plots(bench_run, tmp_path):
+    out = tmp_path / "report" / "README.md"
+    p = relaygen("bench", "report", str(bench_run), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    md = out.read_text()
+    for part in ("## Headline", "## GSM8K: 2 problems, greedy, at most 64 tokens", "### Answer stage",
+                 "### Cost model: predicted vs measured", "Where the time went", "relaygen bench run --data gsm8k"):
+        assert part in md
+    for m in METHODS.split(","):
+        assert f"| {m} |" in md
+    for png in ("accuracy_vs_speedup.png", "gsm8k_tokens.png"):
+        assert (out.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = summarise(load_results(bench_run))
+    large = next(r for r in rows if r.method == "large")
+    assert large.speedup == 1.0 and large.predicted_speedup == pytest.approx(1.0)
+    assert all(r.predicted_model_s > 0 and r.measured_model_s > 0 for r in rows)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--data", "gsm9k"], "unknown data set 'gsm9k'"),
+    (["--methods", "large,relay+magic"], "after '+' comes draft or lookup"),
+    (["--methods", "relay"], "must include 'large'"),
+    (["--methods", "large,small+draft"], "speculation speeds up the large model"),
+    (["--samples", "2"], "needs --temperature > 0"),
+    (["--backend", "hf", "--methods", "large,large+draft"], "need the llamacpp backend"),
+])
+def test_user_mistakes_get_one_clear_line(args, message, tmp_path):
+    p = relaygen("bench", "run", "--limit", "1", "--out", str(tmp_path / "x.jsonl"), *args)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+
+
+def test_costs_command_predicts_relay_speedups(smollm2_path):
+    p = relaygen("bench", "costs", "--pair", "smollm2-135m-self", "--threads", "2")
+    assert p.returncode == 0, p.stderr
+    assert "cost of one evaluation call" in p.stdout and "predicted relay speedup" in p.stdout
+    assert "decode cost ratio small/large" in p.stdout
+
+
+# --- statistics and the cost model on known inputs ----------------------------------------------
+
+def test_wilson_interval_and_sign_test():
+    assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson(0, 10)[0] == 0 and wilson(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert sign_test(5, 0) == pytest.approx(0.0625) and sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
+
+
+def _sample(method, pid, wall, correct, large=10, small=0):
+    return {"type": "sample", "id": pid, "index": int(pid), "method": method, "sample": 0, "wall_s": wall,
+            "correct": correct, "tokens": large + small, "large_tokens": large, "small_tokens": small, "switches": 1,
+            "finish": "stop", "models": {"large": {"drafted_tokens": 0, "accepted_draft_tokens": 0, "seconds": wall},
+                                         "small": {"seconds": 0}}, "calls": {"large": {"1": 10}}}
+
+
+def test_speedup_is_the_ratio_of_total_times_and_pairs_count_each_way(tmp_path):
+    run = {"type": "run", "settings": {"methods": "large,relay", "dataset": "gsm8k"}, "machine": {}}
+    recs = [run, _sample("large", "1", 10, True), _sample("relay", "1", 5, False, 6, 4),
+            _sample("large", "2", 30, False), _sample("relay", "2", 30, True, 6, 4),
+            _sample("large", "3", 10, True), _sample("relay", "3", 10, False, 6, 4)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    relay = next(r for r in summarise(load_results(path)) if r.method == "relay")
+    assert relay.speedup == pytest.approx(50 / 45)  # totals, not the mean of per-problem ratios (1.33)
+    assert (relay.only_this, relay.only_large) == (1, 2) and relay.pass1 == pytest.approx(1 / 3)
+    assert relay.large_share == pytest.approx(0.6) and relay.per_problem_speedup[1] == pytest.approx(1.0)
+
+
+def test_unit_costs_price_calls_by_size():
+    c = UnitCosts([1, 4, 16], [0.01, 0.02, 0.08])
+    assert c.call(1) == 0.01 and c.call(10) == pytest.approx(0.05) and c.call(32) == pytest.approx(0.16)
+    assert c.predict({"1": 3, 16: 1}) == pytest.approx(0.11)
+    assert call_sizes([(0, 5), (5, 1), (6, 1)]) == {1: 2, 5: 1}
+
+
+def test_relay_what_if_follows_decode_and_hand_off_costs():
+    free = UnitCosts([1, 256], [0.01, 0.01])  # memory-bound: a batch costs one decode step
+    cheap_small = UnitCosts([1, 256], [0.002, 0.002])
+    assert relay_what_if(free, cheap_small, 1.0) == 1.0
+    assert relay_what_if(free, cheap_small, 0.7) > 1.2  # the GPU picture: most of the small share is saved
+    linear_large = UnitCosts([1, 256], [0.01, 2.56])  # CPU: a batch costs as much as decoding it
+    assert relay_what_if(linear_large, UnitCosts([1, 256], [0.006, 1.5]), 0.8) < 1.0
+
+
+def test_method_names_and_data_sets():
+    names = [(m.name, m.mode, m.profile, m.speculative) for m in parse_methods("large, relay-all,relay:paper-qwen3+draft")]
+    assert names == [("large", "large", None, "off"), ("relay-all", "relay", "all-candidates", "off"),
+                     ("relay:paper-qwen3+draft", "relay", "paper-qwen3", "draft")]
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_methods("large,large")
+    assert data_file("math500").name == "math500.jsonl"
+
+
+def test_box_content_reads_the_box_the_marker_opened():
+    assert _box_content("\\frac{1}{2}} and later \\boxed{3}") == ("\\frac{1}{2}", True)
+    assert _box_content("12") == ("12", False)
