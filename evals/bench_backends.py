@@ -26,7 +26,7 @@ from rich.console import Console
 
 from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams
 from relaygen_integrations.loader import load_pair
-from relaygen_integrations.math_tasks import load_problems, math_prompt, numeric_match
+from relaygen_integrations.math_tasks import answers_match, load_problems, math_prompt
 from relaygen_integrations.registry import Registry, fetch
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +117,7 @@ def _time_engine(engine: RelayEngine, backend: str, problems, params, console) -
             rows.append({"kind": "timing", "backend": backend, "mode": mode, "id": p["id"],
                          "seconds": r.stats.wall_seconds, "tokens": r.stats.generated_tokens,
                          "large_share": r.stats.large_share, "switches": r.stats.switches,
-                         "correct": numeric_match(r.text, p["answer"])})
+                         "correct": answers_match(r.text, p["answer"])})
             console.print(rows[-1])
     return rows
 

@@ -203,7 +203,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .math_tasks import load_problems, math_prompt, numeric_match
+    from .math_tasks import answers_match, load_problems, math_prompt
 
     data = Path(args.data)
     problems = load_problems(data, limit=args.index + 1)
@@ -218,7 +218,7 @@ def cmd_demo(args) -> int:
     result = _print_run(console, engine, math_prompt(problem["problem"]), params, live=True)
     console.print()
     _print_stats(console, result, engine)
-    ok = numeric_match(result.text, problem["answer"])
+    ok = answers_match(result.text, problem["answer"])
     console.print(f"reference answer {problem['answer']}: [{'green' if ok else 'red'}]{'correct' if ok else 'wrong'}[/]")
     return 0
 

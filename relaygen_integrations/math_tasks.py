@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from .errors import ConfigError
@@ -27,28 +26,6 @@ def last_boxed(text: str) -> str | None:
         if depth == 0:
             return text[i:j]
     return text[i:]
-
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def extract_number(text: str) -> float | None:
-    """The final numeric answer: from the last \\boxed{} if present, else the last number."""
-    boxed = last_boxed(text)
-    found = _NUMBER.findall(boxed if boxed is not None else text)
-    if not found and boxed is not None:
-        found = _NUMBER.findall(text)
-    if not found:
-        return None
-    try:
-        return float(found[-1 if boxed is None else 0].replace(",", ""))
-    except ValueError:
-        return None
-
-
-def numeric_match(text: str, reference: str) -> bool:
-    value = extract_number(text)
-    return value is not None and abs(value - float(reference.replace(",", ""))) < 1e-6
 
 
 def load_problems(path: str | Path, limit: int | None = None) -> list[dict]:
@@ -78,7 +55,7 @@ def answers_match(response: str, reference: str) -> bool:
     try:
         from math_verify import parse, verify
     except ImportError:
-        raise ConfigError("grading math answers needs math-verify: pip install 'relaygen-integrations[lm-eval]'") from None
+        raise ConfigError("grading math answers needs math-verify: pip install 'relaygen-integrations[bench]' (or [lm-eval])") from None
     gold = parse(f"\\boxed{{{reference}}}")
     boxed = last_boxed(response)
     predicted = parse(response if boxed is None else f"\\boxed{{{boxed}}}")

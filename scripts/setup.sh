@@ -19,7 +19,7 @@ if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
   echo "installing llama-cpp-python (builds from source if no wheel is at hand)..."
   .venv/bin/python -m pip install -q --disable-pip-version-check "${FIND_LINKS[@]}" "llama-cpp-python==0.3.36"
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check "${FIND_LINKS[@]}" -e ".[llamacpp,hf,openai,lm-eval,litellm,dev]"
+.venv/bin/python -m pip install -q --disable-pip-version-check "${FIND_LINKS[@]}" -e ".[llamacpp,hf,openai,lm-eval,litellm,bench,dev]"
 if [[ $DEMO == 1 ]]; then
   .venv/bin/relaygen models fetch qwen2.5-coder-1.5b+0.5b
   .venv/bin/relaygen demo

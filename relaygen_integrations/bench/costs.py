@@ -52,6 +52,12 @@ class UnitCosts:
         return asdict(self)
 
 
+def memory_bound(costs: UnitCosts, batch: int = 64) -> UnitCosts:
+    """The same decode cost on hardware where decoding is memory-bound (GPUs, Apple silicon): a call of up
+    to ``batch`` tokens costs one decode step, longer ones proportionally more. A what-if, not a measurement."""
+    return UnitCosts(list(costs.sizes), [costs.decode * max(1.0, n / batch) for n in costs.sizes])
+
+
 def call_sizes(eval_log: Sequence[tuple[int, int]]) -> dict[int, int]:
     """Histogram of evaluation call sizes from a backend's ``eval_log`` slice."""
     return dict(sorted(Counter(n for _, n in eval_log).items()))

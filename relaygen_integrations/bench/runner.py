@@ -320,7 +320,7 @@ def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sam
         "correct": answers_match(result.text, problem["answer"]), "wall_s": round(st.wall_seconds, 4),
         "finish": st.finish_reason, "tokens": st.generated_tokens, "large_tokens": st.large.generated_tokens,
         "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
-        "models": {role: {k: v for k, v in asdict(getattr(st, role)).items()} for role in ("large", "small")},
+        "models": {role: asdict(getattr(st, role)) for role in ("large", "small")},
         "calls": {role: call_sizes(b.eval_log[before[role]:]) for role, b in backends.items()},
         "first_call": {role: b.eval_log[before[role]][1] for role, b in backends.items() if len(b.eval_log) > before[role]},
         "segments": [[s.model, s.stage, s.tokens, len(s.text)] for s in result.segments],

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .costs import UnitCosts
+from .costs import UnitCosts, memory_bound
 from .runner import read_records
 
 Z95 = 1.959963984540054
@@ -111,6 +111,7 @@ class MethodSummary:
     sign_p: float | None = None
     acceptance: float | None = None  # speculative: accepted / drafted tokens
     predicted_speedup: float | None = None
+    memory_bound_speedup: float | None = None  # the same calls priced as on memory-bound hardware
     predicted_model_s: float | None = None  # cost model's total model time
     measured_model_s: float | None = None  # time inside the backends (what the cost model models)
     total_s: float = 0.0
@@ -159,13 +160,18 @@ def summarise(results: Results) -> list[MethodSummary]:
             s.only_large = sum(by["large"][key]["correct"] and not rs[key]["correct"] for key in keys)
             s.sign_p = sign_test(s.only_this, s.only_large)
             if costs:
-                pred = {key: (predict_seconds(by["large"][key], costs), predict_seconds(rs[key], costs)) for key in keys}
-                s.predicted_speedup = sum(a for a, _ in pred.values()) / sum(b for _, b in pred.values())
+                s.predicted_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], costs)
+                bound = {role: memory_bound(c) for role, c in costs.items()}
+                s.memory_bound_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], bound)
         if costs:
             s.predicted_model_s = sum(predict_seconds(r, costs) for r in recs)
             s.measured_model_s = sum(r["models"]["large"]["seconds"] + r["models"]["small"]["seconds"] for r in recs)
         out.append(s)
     return out
+
+
+def _predicted_ratio(reference: list[dict], records: list[dict], costs: dict[str, UnitCosts]) -> float:
+    return sum(predict_seconds(r, costs) for r in reference) / sum(predict_seconds(r, costs) for r in records)
 
 
 def predict_seconds(record: dict, costs: dict[str, UnitCosts]) -> float:
