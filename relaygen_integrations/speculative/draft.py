@@ -25,8 +25,12 @@ class DraftModel(LlamaDraftModel):
     def __init__(self, backend: "LlamaCppBackend", max_tokens: int = 8, adaptive: bool = True,
                  initial_acceptance: float = 0.7, smoothing: float = 0.3):
         self.backend, self.max_tokens, self.adaptive = backend, max_tokens, adaptive
-        self.acceptance, self.smoothing = initial_acceptance, smoothing
-        self.k = max_tokens if not adaptive else self._k_for(initial_acceptance)
+        self.initial_acceptance, self.smoothing = initial_acceptance, smoothing
+        self._restart()
+
+    def _restart(self) -> None:
+        self.acceptance = self.initial_acceptance
+        self.k = self.max_tokens if not self.adaptive else self._k_for(self.initial_acceptance)
 
     def _k_for(self, a: float) -> int:
         expected = a / (1 - a) if a < 1 else math.inf
@@ -53,7 +57,10 @@ class DraftModel(LlamaDraftModel):
         self.k = self._k_for(self.acceptance)
 
     def reset(self) -> None:
+        """A new request: an empty draft context and the initial draft length, so a request's drafts (and
+        with them the target's verification batches) do not depend on the requests before it."""
         self.backend.reset()
+        self._restart()
 
 
 def prompt_lookup(max_tokens: int = 8, max_ngram: int = 3) -> LlamaDraftModel:
