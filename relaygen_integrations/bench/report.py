@@ -126,11 +126,22 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
             path, pick = strip
             md += ["", f"![who wrote which tokens]({path.name})", "",
                    f"Who wrote which tokens in one answer ({pick['id']}, {pick['method']}: the relay answer with the "
-                   "most switches among the first 20 problems); blue: large model, red: small model."]
+                   "most switches among the first 20 problems); blue: large model, red: small model. The text, "
+                   "with the small model's spans in «guillemets»:", "", "```text", marked_text(pick), "```"]
     return md
 
 
 _CATEGORIES = [f"{role} {kind}" for role in ("large", "small", "draft") for kind in ("first call", "decode", "batched")]
+
+
+def marked_text(record: dict) -> str:
+    """The answer's text with each span the small model wrote inside «...»."""
+    out, pos = [], 0
+    for model, _stage, _tokens, chars in record["segments"]:
+        span = record["text"][pos: pos + chars]
+        pos += chars
+        out.append(f"«{span}»" if model == "small" else span)
+    return "".join(out) + record["text"][pos:]
 
 
 def token_strip(results: Results, path: Path) -> tuple[Path, dict] | None:
@@ -159,12 +170,18 @@ def token_strip(results: Results, path: Path) -> tuple[Path, dict] | None:
             take = min(left, width - col)
             ax.barh(-row, take, left=col, height=0.8, color=COLOURS.get(model, "#7f7f7f"))
             pos, left = pos + take, left - take
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=COLOURS["large"], label="large model"), Patch(color=COLOURS["small"], label="small model"),
+                       Patch(color=COLOURS["forced"], label="inserted marker")], fontsize=7, loc="lower right",
+              bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
     ax.set_xlim(0, width)
-    ax.set_yticks([])
+    ax.set_ylim(-rows + 0.4, 0.6)
+    ax.set_yticks([-i for i in range(rows)], [f"{i * width}" for i in range(rows)], fontsize=7)
     ax.set_xlabel("token within row (rows of 100 tokens)")
     share = pick["large_tokens"] / max(1, pick["tokens"])
     ax.set_title(f"{_dataset_name(results)} {pick['id']}, {pick['method']}: {pick['tokens']} tokens, "
-                 f"{share:.0%} by the large model (blue), {pick['switches']} switches to the small (red)", fontsize=9)
+                 f"{share:.0%} by the large model, {pick['switches']} switches", fontsize=9, loc="left")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
