@@ -51,6 +51,8 @@ class Results:
 
 
 def load_results(path: Path) -> Results:
+    if not path.is_file():
+        raise ConfigError(f"results file not found: {path}")
     records = read_records(path)
     runs = [r for r in records if r.get("type") == "run"]
     if not runs:

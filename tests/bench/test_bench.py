@@ -142,6 +142,22 @@ def test_a_pause_file_holds_the_run_between_answers(bench_run, boxed_registry, t
     assert not ack.exists() and len(samples_of(out)) == len(samples_of(bench_run)) + len(METHODS.split(","))
 
 
+def test_samples_at_a_temperature_give_pass_at_1_over_paired_seeds(boxed_registry, tmp_path):
+    out = tmp_path / "sampled.jsonl"
+    p = relaygen("bench", "run", "--pair", "smollm2-boxed", "--limit", "1", "--methods", "large,relay-all", "--samples", "3",
+                 "--temperature", "0.8", "--seed", "5", "--max-tokens", "24", "--no-costs", "--no-agreement",
+                 "--threads", "2", "--out", str(out), env=boxed_registry)
+    assert p.returncode == 0, p.stderr
+    samples = samples_of(out)
+    assert sorted((s["method"], s["sample"], s["seed"]) for s in samples) == [
+        (m, k, 5 + k) for m in ("large", "relay-all") for k in range(3)]
+    large = [s["text"] for s in samples if s["method"] == "large"]
+    assert len(set(large)) > 1, "different seeds sample different answers"
+    rows = {r.method: r for r in summarise(load_results(out))}
+    assert rows["large"].samples == 3 and rows["large"].problems == 1
+    assert rows["large"].pass1 == pytest.approx(sum(s["correct"] for s in samples if s["method"] == "large") / 3)
+
+
 def test_resume_with_other_settings_is_refused(bench_run, boxed_registry, tmp_path):
     out = tmp_path / "other.jsonl"
     out.write_bytes(bench_run.read_bytes())
