@@ -29,6 +29,7 @@ class Backend(ABC):
         self.evaluated_tokens = 0  # total tokens ever evaluated: never re-counts a cached token
         self.eval_calls = 0
         self.eval_log: list[tuple[int, int]] = []  # (start position, count) of every evaluation
+        self.rows_log: list[int] = []  # sizes of the evaluations that kept every position's logits
         self.drafted_tokens = 0  # speculative decoding: tokens proposed by a drafter
         self.accepted_draft_tokens = 0  # ... and those the target's sampler confirmed
         self._fingerprint: str | None = None
@@ -117,9 +118,12 @@ class Backend(ABC):
         """The other model takes over (or the request ended): a server backend closes its open stream
         here, so the server stops generating tokens nobody will read. In-process backends keep state."""
 
-    def _record(self, new: list[int]) -> None:
-        """Bookkeeping for tokens just appended to the KV cache."""
+    def _record(self, new: list[int], all_rows: bool = False) -> None:
+        """Bookkeeping for tokens just appended to the KV cache. ``all_rows``: the evaluation kept the
+        logits of every position (speculative verification, scoring), which costs more than keeping the last."""
         self.eval_log.append((len(self.tokens), len(new)))
+        if all_rows:
+            self.rows_log.append(len(new))
         self.tokens.extend(new)
         self.evaluated_tokens += len(new)
         self.eval_calls += 1

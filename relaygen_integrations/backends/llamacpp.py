@@ -146,7 +146,7 @@ class LlamaCppBackend(Backend):
         rows = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx.ctx), shape=(len(tokens), self._n_vocab)).copy()
         self.llm.input_ids[n_past: n_past + len(tokens)] = tokens
         self.llm.n_tokens = n_past + len(tokens)
-        self._record(list(tokens))
+        self._record(list(tokens), all_rows=True)
         return rows
 
     def document_start_token(self) -> int:

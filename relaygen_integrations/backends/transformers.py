@@ -198,7 +198,7 @@ class TransformersBackend(Backend):
     def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
         """One forward pass that keeps every position's logits."""
         rows = self._forward(tokens, keep=0).cpu().numpy()
-        self._record(list(tokens))
+        self._record(list(tokens), all_rows=True)
         self._logits = rows[-1]
         return rows
 

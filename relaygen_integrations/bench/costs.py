@@ -19,26 +19,50 @@ import numpy as np
 
 # call sizes measured: decode steps, verification batches (draft + 1), catch-ups, prompts
 SIZES = (1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
+ROW_SIZES = (1, 2, 3, 4, 5, 6, 8, 12, 16)  # verification batches: the drafted tokens
 CONTEXT = 256  # tokens already in the cache when a call is timed (a typical mid-answer position)
+
+
+def _interpolate(n: int, sizes: list[int], seconds: list[float]) -> float:
+    """Interpolated between measured sizes, extrapolated per token past the largest."""
+    if n <= sizes[-1]:
+        return float(np.interp(n, sizes, seconds))
+    per_token = (seconds[-1] - seconds[-2]) / (sizes[-1] - sizes[-2])
+    return seconds[-1] + (n - sizes[-1]) * per_token
 
 
 @dataclass
 class UnitCosts:
-    """Median seconds of one evaluation call (plus reading its logits and choosing a token) by size."""
+    """Median seconds of one evaluation call by size: a call evaluates n tokens, reads the last
+    position's logits and chooses a token; a row call (speculative verification) reads every
+    position's logits and checks each drafted token, which costs more (one output layer per row)."""
 
     sizes: list[int]
     seconds: list[float]
+    row_sizes: list[int] | None = None
+    row_seconds: list[float] | None = None
 
     def call(self, n: int) -> float:
-        """Seconds for one call of ``n`` tokens: interpolated, extrapolated per token past the largest."""
-        if n <= self.sizes[-1]:
-            return float(np.interp(n, self.sizes, self.seconds))
-        per_token = (self.seconds[-1] - self.seconds[-2]) / (self.sizes[-1] - self.sizes[-2])
-        return self.seconds[-1] + (n - self.sizes[-1]) * per_token
+        """Seconds for one call of ``n`` tokens."""
+        return _interpolate(n, self.sizes, self.seconds)
 
-    def predict(self, calls: dict) -> float:
-        """Seconds for a histogram of call sizes ``{size: count}`` (JSON keys may be strings)."""
-        return sum(int(count) * self.call(int(size)) for size, count in calls.items())
+    def row_call(self, n: int) -> float:
+        """Seconds for one call of ``n`` tokens that keeps every position's logits."""
+        if not self.row_sizes:
+            return self.call(n)
+        return _interpolate(n, self.row_sizes, self.row_seconds)
+
+    def predict(self, calls: dict, row_calls: dict | None = None) -> float:
+        """Seconds for a histogram of call sizes ``{size: count}`` (JSON keys may be strings), of which
+        those in ``row_calls`` kept every position's logits."""
+        total = sum(int(count) * self.call(int(size)) for size, count in calls.items())
+        for size, count in (row_calls or {}).items():
+            total += int(count) * (self.row_call(int(size)) - self.call(int(size)))
+        return total
+
+    def scaled(self, factor: float) -> "UnitCosts":
+        rows = None if self.row_seconds is None else [t * factor for t in self.row_seconds]
+        return UnitCosts(list(self.sizes), [t * factor for t in self.seconds], self.row_sizes, rows)
 
     @property
     def decode(self) -> float:
@@ -55,16 +79,20 @@ class UnitCosts:
 def memory_bound(costs: UnitCosts, batch: int = 64) -> UnitCosts:
     """The same decode cost on hardware where decoding is memory-bound (GPUs, Apple silicon): a call of up
     to ``batch`` tokens costs one decode step, longer ones proportionally more. A what-if, not a measurement."""
-    return UnitCosts(list(costs.sizes), [costs.decode * max(1.0, n / batch) for n in costs.sizes])
+    def bound(sizes: list[int]) -> list[float]:
+        return [costs.decode * max(1.0, n / batch) for n in sizes]
+
+    rows = None if costs.row_sizes is None else bound(costs.row_sizes)
+    return UnitCosts(list(costs.sizes), bound(costs.sizes), costs.row_sizes, rows)
 
 
-def call_sizes(eval_log: Sequence[tuple[int, int]]) -> dict[int, int]:
-    """Histogram of evaluation call sizes from a backend's ``eval_log`` slice."""
-    return dict(sorted(Counter(n for _, n in eval_log).items()))
+def call_sizes(sizes: Sequence[int]) -> dict[int, int]:
+    """Histogram of evaluation call sizes."""
+    return dict(sorted(Counter(sizes).items()))
 
 
 def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES, repeats: int = 3,
-            context: int = CONTEXT) -> dict[str, UnitCosts]:
+            context: int = CONTEXT, row_sizes: Sequence[int] = ROW_SIZES) -> dict[str, UnitCosts]:
     """Time calls of each size after ``context`` tokens of ``tokens`` (real text, so the cache holds
     realistic content), for each backend of ``{name: backend}``. Each call is one ``next_token``
     (evaluate, read logits, choose greedily), as the engine makes them. The models take turns call by
@@ -79,13 +107,14 @@ def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES,
     sampler = Sampler(SamplingParams(temperature=0))
     saved, drafters = {}, {}
     for name, b in backends.items():
-        saved[name] = b.evaluated_tokens, b.eval_calls, len(b.eval_log)
+        saved[name] = b.evaluated_tokens, b.eval_calls, len(b.eval_log), len(b.rows_log)
         drafters[name] = getattr(b, "drafter", None)
         if drafters[name] is not None:
             b.set_drafter(None)
         b.reset()
         b.sync(tokens[:context])
     times: dict[str, dict[int, list[float]]] = {name: {n: [] for n in sizes} for name in backends}
+    rows: dict[str, dict[int, list[float]]] = {name: {n: [] for n in row_sizes} for name in backends}
     for _ in range(repeats):
         for n in sizes:
             for name, b in backends.items():
@@ -93,13 +122,22 @@ def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES,
                 t0 = time.perf_counter()
                 b.next_token(tokens[:context + n], sampler)
                 times[name][n].append(time.perf_counter() - t0)
+        for n in row_sizes:  # as the verification of a draft of n tokens: every row read and checked
+            for name, b in backends.items():
+                b.sync(tokens[:context])
+                t0 = time.perf_counter()
+                for row in np.vstack([b.logits()[None, :], b._decode_rows(tokens[context:context + n])]):
+                    sampler(row)
+                rows[name][n].append(time.perf_counter() - t0)
     for name, b in backends.items():
         b.reset()
         b.evaluated_tokens, b.eval_calls = saved[name][0], saved[name][1]
         del b.eval_log[saved[name][2]:]
+        del b.rows_log[saved[name][3]:]
         if drafters[name] is not None:
             b.set_drafter(drafters[name])
-    return {name: UnitCosts(list(sizes), [statistics.median(times[name][n]) for n in sizes]) for name in backends}
+    return {name: UnitCosts(list(sizes), [statistics.median(times[name][n]) for n in sizes], list(row_sizes),
+                            [statistics.median(rows[name][n]) for n in row_sizes]) for name in backends}
 
 
 def relay_what_if(large: UnitCosts, small: UnitCosts, large_share: float, tokens: int = 300,

@@ -38,8 +38,17 @@ def _command(results: Results) -> str:
     return " ".join(parts)
 
 
+def _clip(text: str, n: int = 40) -> str:
+    text = " ".join(text.split()).replace("|", "\\|").replace("`", "'")
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "-" if a is None or not b else f"{a / b:.2f}"
 
 
 def _fmt_x(x: float | None) -> str:
@@ -77,14 +86,16 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
     stage = answer_stage(results)
     if stage:
         md += ["", "### Answer stage: small vs large model on the same reasoning",
-               f"On {stage.traces} large-model traces that reached the answer, the small model, continuing the same "
+               f"On {stage.traces} large-model traces whose answer the large model finished ({stage.unfinished} left "
+               "out: the budget ran out first), the small model, continuing the same "
                f"reasoning, put an equivalent answer in the box {stage.agree} times ({_pct(stage.agree / stage.traces)}%; "
                f"the paper: 99.86% with Qwen3-1.7B vs Qwen3-32B). Correct: large {stage.large_correct}, small "
                f"{stage.small_correct}."]
         if stage.disagreements:
             shown = stage.disagreements[:8]
             md += ["", "| problem | large | small | reference |", "|---|---|---|---|"]
-            md += [f"| {d['id']} | `{d['large']}` | `{d['small']}` | `{d['reference']}` |" for d in shown]
+            md += [f"| {d['id']} | `{_clip(d['large'])}` | `{_clip(d['small'])}` | `{_clip(d['reference'])}` |"
+                   for d in shown]
             if len(stage.disagreements) > len(shown):
                 md.append(f"\n({len(stage.disagreements) - len(shown)} more in the results file.)")
     costs = results.unit_costs()
@@ -92,24 +103,30 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
         md += ["", "### Cost model: predicted vs measured",
                f"Unit costs measured at the start of each invocation ({len(results.costs)}x; medians), one call = "
                "evaluate n tokens, read the logits, choose a token:", "",
-               "| model | decode (n=1) ms | n=5 ms | n=16 ms | n=64 ms | n=256 ms | prefill ms/token (n=256) |",
-               "|---|---|---|---|---|---|---|"]
+               "| model | decode (n=1) ms | n=5 ms | n=16 ms | n=64 ms | n=256 ms | prefill ms/token (n=256) "
+               "| verify 4 drafted tokens ms | verify 8 ms |", "|---|---|---|---|---|---|---|---|---|"]
         for role in ("large", "small"):
             c = costs[role]
             md.append(f"| {role} | {1000 * c.decode:.1f} | {1000 * c.call(5):.1f} | {1000 * c.call(16):.1f} | "
-                      f"{1000 * c.call(64):.1f} | {1000 * c.call(256):.1f} | {1000 * c.prefill_per_token:.1f} |")
+                      f"{1000 * c.call(64):.1f} | {1000 * c.call(256):.1f} | {1000 * c.prefill_per_token:.1f} | "
+                      f"{1000 * c.row_call(4):.1f} | {1000 * c.row_call(8):.1f} |")
         md += ["", "Each answer's evaluation calls (sizes recorded per model) priced with these costs predict its time; "
                "the predicted speedup is the ratio of the predicted totals, over the same answers as the measured one.",
+               "The unit costs' level drifts with the load of a shared machine between the measurement and the answers; "
+               "the 'anchored' column rescales each model's costs by one factor so that its one-model baseline "
+               "(large-only, small-only) is reproduced, which tests the cost model's shape (batches against decode "
+               "steps, one model against the other) apart from that drift. "
                "The last column prices the same calls as on memory-bound hardware (a call of up to 64 tokens costs one "
                "decode step, this machine's decode costs): what the same token split would give where hand-offs "
                "and verification batches are nearly free.",
                "", "| method | predicted speedup | measured speedup | predicted / measured | predicted model time (s) "
-               "| measured model time (s) | measured wall time (s) | memory-bound what-if |",
-               "|---|---|---|---|---|---|---|---|"]
+               "| measured model time (s) | measured wall time (s) | anchored prediction | anchored / measured "
+               "| memory-bound what-if |", "|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             agree = "-" if r.predicted_speedup is None or not r.speedup else f"{r.predicted_speedup / r.speedup:.2f}"
             md.append(f"| {r.method} | {_fmt_x(r.predicted_speedup)} | {_fmt_x(r.speedup)} | {agree} | "
                       f"{r.predicted_model_s:.0f} | {r.measured_model_s:.0f} | {r.total_s:.0f} | "
+                      f"{_fmt_x(r.anchored_speedup)} | {_ratio(r.anchored_speedup, r.speedup)} | "
                       f"{_fmt_x(r.memory_bound_speedup)} |")
         relay_like = [m for m in results.methods if m != "large" and m != "small"]
         if relay_like:
@@ -131,7 +148,8 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
     return md
 
 
-_CATEGORIES = [f"{role} {kind}" for role in ("large", "small", "draft") for kind in ("first call", "decode", "batched")]
+_CATEGORIES = [f"{role} {kind}" for role in ("large", "small", "draft")
+               for kind in ("first call", "decode", "verify", "batched")]
 
 
 def marked_text(record: dict) -> str:

@@ -311,7 +311,7 @@ def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sam
     draft = runner.draft_backend(method)
     if draft is not None:
         backends["draft"] = draft
-    before = {role: len(b.eval_log) for role, b in backends.items()}
+    before = {role: (len(b.eval_log), len(b.rows_log)) for role, b in backends.items()}
     result = engine.generate(math_prompt(problem["problem"]), params)
     st = result.stats
     return {
@@ -321,8 +321,10 @@ def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sam
         "finish": st.finish_reason, "tokens": st.generated_tokens, "large_tokens": st.large.generated_tokens,
         "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
         "models": {role: asdict(getattr(st, role)) for role in ("large", "small")},
-        "calls": {role: call_sizes(b.eval_log[before[role]:]) for role, b in backends.items()},
-        "first_call": {role: b.eval_log[before[role]][1] for role, b in backends.items() if len(b.eval_log) > before[role]},
+        "calls": {role: call_sizes([n for _, n in b.eval_log[before[role][0]:]]) for role, b in backends.items()},
+        "row_calls": {role: call_sizes(b.rows_log[before[role][1]:]) for role, b in backends.items()},
+        "first_call": {role: b.eval_log[before[role][0]][1] for role, b in backends.items()
+                       if len(b.eval_log) > before[role][0]},
         "segments": [[s.model, s.stage, s.tokens, len(s.text)] for s in result.segments],
         "reasoning_chars": len(result.reasoning), "text": result.text,
     }

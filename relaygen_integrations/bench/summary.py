@@ -43,9 +43,12 @@ class Results:
             return None
         out = {}
         for role in ("large", "small"):
-            sizes = self.costs[0][role]["sizes"]
-            seconds = [statistics.median(c[role]["seconds"][i] for c in self.costs) for i in range(len(sizes))]
-            out[role] = UnitCosts(sizes, seconds)
+            first = self.costs[0][role]
+
+            def median(key: str) -> list[float]:
+                return [statistics.median(c[role][key][i] for c in self.costs) for i in range(len(first[key]))]
+
+            out[role] = UnitCosts(first["sizes"], median("seconds"), first["row_sizes"], median("row_seconds"))
         out["draft"] = out["small"]  # the draft model is the pair's small model (same file, same costs)
         return out
 
@@ -114,6 +117,7 @@ class MethodSummary:
     acceptance: float | None = None  # speculative: accepted / drafted tokens
     predicted_speedup: float | None = None
     memory_bound_speedup: float | None = None  # the same calls priced as on memory-bound hardware
+    anchored_speedup: float | None = None  # unit costs rescaled per model so the one-model baselines fit
     predicted_model_s: float | None = None  # cost model's total model time
     measured_model_s: float | None = None  # time inside the backends (what the cost model models)
     total_s: float = 0.0
@@ -163,6 +167,10 @@ def summarise(results: Results) -> list[MethodSummary]:
             s.sign_p = sign_test(s.only_this, s.only_large)
             if costs:
                 s.predicted_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], costs)
+                anchored = anchored_costs(results, costs)
+                if anchored:
+                    s.anchored_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys],
+                                                          anchored)
                 bound = {role: memory_bound(c) for role, c in costs.items()}
                 s.memory_bound_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], bound)
         if costs:
@@ -172,42 +180,68 @@ def summarise(results: Results) -> list[MethodSummary]:
     return out
 
 
+def anchored_costs(results: Results, costs: dict[str, UnitCosts]) -> dict[str, UnitCosts] | None:
+    """The measured unit costs, each model's scaled by one factor so that the cost model reproduces the
+    time that model spent in its one-model baseline (large-only, small-only) of this very run. The
+    quick measurement gives the shape (a batch against a decode step, one model against the other);
+    the baselines give the level, which drifts with the load of a shared machine."""
+    scaled = {}
+    for role in ("large", "small"):
+        recs = [r for r in results.samples if r["method"] == role]
+        if not recs:
+            return None
+        predicted = sum(costs[role].predict(r["calls"][role], r["row_calls"].get(role)) for r in recs)
+        measured = sum(r["models"][role]["seconds"] for r in recs)
+        scaled[role] = costs[role].scaled(measured / predicted)
+    scaled["draft"] = scaled["small"]
+    return scaled
+
+
 def _predicted_ratio(reference: list[dict], records: list[dict], costs: dict[str, UnitCosts]) -> float:
     return sum(predict_seconds(r, costs) for r in reference) / sum(predict_seconds(r, costs) for r in records)
 
 
 def predict_seconds(record: dict, costs: dict[str, UnitCosts]) -> float:
     """The cost model's time for one answer: every evaluation call it made, priced by size."""
-    return sum(costs[role].predict(calls) for role, calls in record["calls"].items())
+    return sum(costs[role].predict(calls, record["row_calls"].get(role)) for role, calls in record["calls"].items())
 
 
 @dataclass
 class AnswerStage:
-    traces: int  # large-only traces that reached the answer stage
+    traces: int  # large-only traces whose answer the large model finished (its box closed)
     agree: int
     large_correct: int
     small_correct: int
     disagreements: list[dict]
+    unfinished: int  # traces left out: the budget ran out before the large model closed the box
 
 
 def answer_stage(results: Results) -> AnswerStage | None:
+    """The answer-stage experiment over large-only traces. A trace whose box the large model never closed
+    (the budget ran out in the reasoning or in the box) has no large-model answer to compare with."""
+    from .runner import _box_content
+
     rows = [(s, s["answer_stage"]) for s in results.samples if s["method"] == "large" and s.get("answer_stage")]
-    if not rows:
+    finished = [(s, a) for s, a in rows if _box_content(s["text"][s["reasoning_chars"]:])[1]]
+    if not finished:
         return None
-    return AnswerStage(len(rows), sum(a["agree"] for _, a in rows), sum(a["large_correct"] for _, a in rows),
-                       sum(a["small_correct"] for _, a in rows),
+    return AnswerStage(len(finished), sum(a["agree"] for _, a in finished),
+                       sum(a["large_correct"] for _, a in finished), sum(a["small_correct"] for _, a in finished),
                        [{"id": s["id"], "large": a["large"], "small": a["small"], "reference": s["reference"]}
-                        for s, a in rows if not a["agree"]])
+                        for s, a in finished if not a["agree"]], unfinished=len(rows) - len(finished))
 
 
 def time_breakdown(records: list[dict], costs: dict[str, UnitCosts]) -> dict[str, float]:
     """Where the cost model says the time went, summed over answers: each model's first call (its
     prompt; for a relaying small model also the large model's text so far), its one-token decode
-    steps, and its other batched calls (hand-off catch-ups, speculative verification)."""
+    steps, its speculative verification batches, and its other batched calls (hand-off catch-ups)."""
     out: dict[str, float] = {}
     for r in records:
         for role, calls in r["calls"].items():
             calls = {int(k): int(v) for k, v in calls.items()}
+            for size, count in r["row_calls"].get(role, {}).items():  # verification batches
+                calls[int(size)] -= int(count)
+                out[f"{role} verify"] = out.get(f"{role} verify", 0.0) + int(count) * costs[role].row_call(int(size))
             first = r["first_call"].get(role)
             if first:
                 calls[first] -= 1

@@ -73,6 +73,9 @@ def test_run_writes_one_graded_record_per_method_and_problem(bench_run):
     assert sum(by[("relay-all", i)]["switches"] for i in (0, 1)) > 0
     draft = [by[("large+draft", i)] for i in (0, 1)]
     assert all(d["models"]["large"]["drafted_tokens"] > 0 and d["calls"]["draft"] for d in draft)
+    for d in draft:  # every verification batch evaluated exactly the drafted tokens, and kept every row
+        assert sum(int(n) * c for n, c in d["row_calls"]["large"].items()) == d["models"]["large"]["drafted_tokens"]
+    assert not any(by[(m, i)]["row_calls"]["large"] for m in ("large", "relay", "relay-all") for i in (0, 1))
     assert all(by[("relay+lookup", i)]["models"]["large"]["drafted_tokens"] > 0 for i in (0, 1))
 
 
@@ -216,7 +219,8 @@ def _sample(method, pid, wall, correct, large=10, small=0):
     return {"type": "sample", "id": pid, "index": int(pid), "method": method, "sample": 0, "wall_s": wall,
             "correct": correct, "tokens": large + small, "large_tokens": large, "small_tokens": small, "switches": 1,
             "finish": "stop", "models": {"large": {"drafted_tokens": 0, "accepted_draft_tokens": 0, "seconds": wall},
-                                         "small": {"seconds": 0}}, "calls": {"large": {"1": 10}}}
+                                         "small": {"seconds": 0}}, "calls": {"large": {"1": 10}}, "row_calls": {},
+            "first_call": {"large": 1}}
 
 
 def test_speedup_is_the_ratio_of_total_times_and_pairs_count_each_way(tmp_path):
@@ -236,7 +240,9 @@ def test_unit_costs_price_calls_by_size():
     c = UnitCosts([1, 4, 16], [0.01, 0.02, 0.08])
     assert c.call(1) == 0.01 and c.call(10) == pytest.approx(0.05) and c.call(32) == pytest.approx(0.16)
     assert c.predict({"1": 3, 16: 1}) == pytest.approx(0.11)
-    assert call_sizes([(0, 5), (5, 1), (6, 1)]) == {1: 2, 5: 1}
+    assert call_sizes([5, 1, 1]) == {1: 2, 5: 1}
+    verify = UnitCosts([1, 4, 16], [0.01, 0.02, 0.08], [1, 4], [0.012, 0.03])
+    assert verify.predict({1: 3, 4: 2}, {4: 1}) == pytest.approx(0.03 + 0.02 + 0.03)  # one of the 4s kept every row
 
 
 def test_relay_what_if_follows_decode_and_hand_off_costs():
