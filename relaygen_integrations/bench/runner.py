@@ -184,7 +184,6 @@ def _answer_on_trace(engine, prompt: str, reasoning: str, params) -> tuple[str, 
 def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console=None) -> Path:
     """Run (or resume) a benchmark; returns the results file."""
     from ..core.engine import RelayConfig, RelayEngine
-    from ..core.sampling import SamplingParams
     from ..loader import load_backend, load_pair
     from ..registry import Registry
 
@@ -266,6 +265,7 @@ def _answer_all(runner, answerer, methods, todo, done, settings, writer, remaini
         task = bar.add_task("answering", total=remaining)
         for n, (index, problem, k) in enumerate(todo):
             order = methods[n % len(methods):] + methods[:n % len(methods)]
+            answered = []
             for method in order:
                 if (problem["id"], method.name, k) in done:
                     continue
@@ -280,7 +280,10 @@ def _answer_all(runner, answerer, methods, todo, done, settings, writer, remaini
                 writer.write(record)
                 correct[method.name][0] += record["correct"]
                 correct[method.name][1] += 1
+                answered.append(f"{method.name} {'right' if record['correct'] else 'wrong'} {record['wall_s']:.1f}s")
                 bar.advance(task)
+            if answered and not progress and console:  # a log line per problem when there is no bar (nohup)
+                console.print(f"#{index} sample {k}: " + ", ".join(answered), highlight=False)
 
 
 def pause_file(out: Path) -> Path:
