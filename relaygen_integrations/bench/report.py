@@ -290,7 +290,7 @@ def print_costs(args) -> int:
     texts = [p["problem"] for p in load_problems(data_file("gsm8k"), 40)]
     tokens = engine.large.tokenize("\n\n".join(texts).encode("utf-8"))
     console = Console()
-    console.print("measuring (about a minute on a laptop CPU) ...")
+    console.print("measuring both models' cost per evaluation call (a few minutes on a 2-core CPU) ...")
     costs = measure({"large": engine.large, "small": engine.small}, tokens)
     t = Table(title="cost of one evaluation call (ms)")
     for col in ("model", "n=1 (decode)", "n=5", "n=16", "n=64", "n=256"):
