@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -121,7 +121,6 @@ class MethodSummary:
     predicted_model_s: float | None = None  # cost model's total model time
     measured_model_s: float | None = None  # time inside the backends (what the cost model models)
     total_s: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 def summarise(results: Results) -> list[MethodSummary]:
@@ -129,6 +128,10 @@ def summarise(results: Results) -> list[MethodSummary]:
     if "large" not in by:
         raise ConfigError(f"{results.path}: no large-only answers, so no reference for speedups")
     costs = results.unit_costs()
+    priced = {}  # the cost model's three pricings of the same calls
+    if costs:
+        priced = {"predicted_speedup": costs, "anchored_speedup": anchored_costs(results, costs),
+                  "memory_bound_speedup": {role: memory_bound(c) for role, c in costs.items()}}
     out = []
     for m, rs in by.items():
         recs = list(rs.values())
@@ -165,14 +168,9 @@ def summarise(results: Results) -> list[MethodSummary]:
             s.only_this = sum(rs[key]["correct"] and not by["large"][key]["correct"] for key in keys)
             s.only_large = sum(by["large"][key]["correct"] and not rs[key]["correct"] for key in keys)
             s.sign_p = sign_test(s.only_this, s.only_large)
-            if costs:
-                s.predicted_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], costs)
-                anchored = anchored_costs(results, costs)
-                if anchored:
-                    s.anchored_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys],
-                                                          anchored)
-                bound = {role: memory_bound(c) for role, c in costs.items()}
-                s.memory_bound_speedup = _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], bound)
+            for name, prices in priced.items():
+                if prices:
+                    setattr(s, name, _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], prices))
         if costs:
             s.predicted_model_s = sum(predict_seconds(r, costs) for r in recs)
             s.measured_model_s = sum(r["models"]["large"]["seconds"] + r["models"]["small"]["seconds"] for r in recs)
