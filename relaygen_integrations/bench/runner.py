@@ -82,6 +82,13 @@ class BenchSettings:
         return self
 
 
+def recorded_settings(settings: BenchSettings, path: Path) -> dict:
+    """The settings as the results file keeps them: a secret (a server's API key) is never written."""
+    options = {k: ("<set>" if k == "api_key" and v else v) for k, v in settings.backend_options.items()}
+    return {**asdict(settings), "dataset": settings.dataset if settings.dataset in DATASETS else str(path),
+            "backend_options": options}
+
+
 def read_records(path: Path) -> list[dict]:
     """All records of a results file; a line cut short by a stopped run is ignored (it is rewritten)."""
     if not path.is_file():
@@ -197,7 +204,7 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
     problems = [(i, problems[i]) for i in range(settings.start, end)]
     if not problems:
         raise ConfigError(f"no problems: {path.name} has {end} and --start is {settings.start}")
-    as_dict = {**asdict(settings), "dataset": settings.dataset if settings.dataset in DATASETS else str(path)}
+    as_dict = recorded_settings(settings, path)
     records = read_records(out)
     _check_resume(as_dict, records, out)
     done = {(r["id"], r["method"], r["sample"]) for r in records if r.get("type") == "sample"}

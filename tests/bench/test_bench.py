@@ -263,6 +263,15 @@ def test_method_names_and_data_sets():
     assert data_file("math500").name == "math500.jsonl"
 
 
+def test_a_servers_api_key_is_not_written_into_the_results():
+    from relaygen_integrations.bench.runner import BenchSettings, recorded_settings
+
+    settings = BenchSettings(backend="openai", backend_options={"api_key": "sk-secret", "chat_template": None})
+    recorded = recorded_settings(settings, data_file("gsm8k"))
+    assert "sk-secret" not in json.dumps(recorded) and recorded["backend_options"]["api_key"] == "<set>"
+    assert recorded["dataset"] == "gsm8k"
+
+
 def test_box_content_reads_the_box_the_marker_opened():
     assert _box_content("\\frac{1}{2}} and later \\boxed{3}") == ("\\frac{1}{2}", True)
     assert _box_content("12") == ("12", False)
