@@ -92,7 +92,3 @@ class MethodRunner:
     def draft_backend(self, name: str):
         """The draft model's backend when the method drafts with one (its costs count too)."""
         return getattr(self.drafters.get(self.methods[name].speculative), "backend", None)
-
-    def draft_backend_any(self):
-        """The draft model's backend if any method drafts with one (to close it at the end)."""
-        return getattr(self.drafters.get("draft"), "backend", None)

@@ -244,7 +244,7 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
         _answer_all(runner, answerer, methods, todo, done, settings, writer, remaining, progress, console)
     finally:
         writer.close()
-        for backend in {id(b): b for b in (base.large, base.small, runner.draft_backend_any())}.values():
+        for backend in {id(b): b for b in (base.large, base.small, getattr(drafters.get("draft"), "backend", None))}.values():
             if backend is not None:
                 backend.close()
     return out
