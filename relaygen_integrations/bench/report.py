@@ -17,12 +17,14 @@ def _dataset_name(results: Results) -> str:
 
 
 def _command(results: Results) -> str:
+    """One command that reproduces the whole file: a resumed run may have added problems or methods."""
     s = results.settings
-    parts = ["relaygen bench run", f"--data {s['dataset']}", f"--methods {s['methods']}"]
+    limits = [r["settings"]["limit"] for r in results.runs]
+    parts = ["relaygen bench run", f"--data {s['dataset']}", f"--methods {','.join(results.methods)}"]
     if s["start"]:
         parts.append(f"--start {s['start']}")
-    if s["limit"] is not None:
-        parts.append(f"--limit {s['limit']}")
+    if None not in limits:
+        parts.append(f"--limit {max(limits)}")
     parts.append(f"--max-tokens {s['max_tokens']}")
     if s["temperature"]:
         parts += [f"--temperature {s['temperature']}", f"--samples {s['samples']}", f"--seed {s['seed']}"]

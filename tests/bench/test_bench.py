@@ -11,6 +11,7 @@ import pytest
 
 from relaygen_integrations.bench.costs import UnitCosts, call_sizes, relay_what_if
 from relaygen_integrations.bench.methods import parse_methods
+from relaygen_integrations.bench.report import _command
 from relaygen_integrations.bench.runner import _box_content, data_file, read_records
 from relaygen_integrations.bench.summary import load_results, sign_test, summarise, wilson
 from relaygen_integrations.errors import ConfigError
@@ -234,6 +235,19 @@ def test_speedup_is_the_ratio_of_total_times_and_pairs_count_each_way(tmp_path):
     assert relay.speedup == pytest.approx(50 / 45)  # totals, not the mean of per-problem ratios (1.33)
     assert (relay.only_this, relay.only_large) == (1, 2) and relay.pass1 == pytest.approx(1 / 3)
     assert relay.large_share == pytest.approx(0.6) and relay.per_problem_speedup[1] == pytest.approx(1.0)
+
+
+def test_report_command_covers_every_invocation_of_a_resumed_run(tmp_path):
+    # regression: the report showed the first invocation's --limit and methods after a run was extended
+    settings = {"dataset": "gsm8k", "start": 0, "max_tokens": 64, "temperature": 0.0, "backend_options": {}}
+    recs = [{"type": "run", "settings": {**settings, "methods": "large", "limit": 1}},
+            _sample("large", "0", 10, True),
+            {"type": "run", "settings": {**settings, "methods": "large,relay", "limit": 2}},
+            _sample("relay", "0", 10, True), _sample("large", "1", 10, True), _sample("relay", "1", 10, True)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    command = _command(load_results(path))
+    assert "--methods large,relay --limit 2 --max-tokens 64" in command
 
 
 def test_unit_costs_price_calls_by_size():
