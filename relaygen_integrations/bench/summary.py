@@ -168,9 +168,10 @@ def summarise(results: Results) -> list[MethodSummary]:
             s.only_this = sum(rs[key]["correct"] and not by["large"][key]["correct"] for key in keys)
             s.only_large = sum(by["large"][key]["correct"] and not rs[key]["correct"] for key in keys)
             s.sign_p = sign_test(s.only_this, s.only_large)
+            large_recs, these = [by["large"][key] for key in keys], [rs[key] for key in keys]
             for name, prices in priced.items():
                 if prices:
-                    setattr(s, name, _predicted_ratio([by["large"][key] for key in keys], [rs[key] for key in keys], prices))
+                    setattr(s, name, _predicted_ratio(large_recs, these, prices))
         if costs:
             s.predicted_model_s = sum(predict_seconds(r, costs) for r in recs)
             s.measured_model_s = sum(r["models"]["large"]["seconds"] + r["models"]["small"]["seconds"] for r in recs)

@@ -12,7 +12,7 @@ import pytest
 from relaygen_integrations.bench.costs import UnitCosts, call_sizes, relay_what_if
 from relaygen_integrations.bench.methods import parse_methods
 from relaygen_integrations.bench.report import _command
-from relaygen_integrations.bench.runner import _box_content, data_file, read_records
+from relaygen_integrations.bench.runner import BenchSettings, _box_content, data_file, read_records, recorded_settings
 from relaygen_integrations.bench.summary import load_results, sign_test, summarise, wilson
 from relaygen_integrations.errors import ConfigError
 
@@ -278,8 +278,6 @@ def test_method_names_and_data_sets():
 
 
 def test_a_servers_api_key_is_not_written_into_the_results():
-    from relaygen_integrations.bench.runner import BenchSettings, recorded_settings
-
     settings = BenchSettings(backend="openai", backend_options={"api_key": "sk-secret", "chat_template": None})
     recorded = recorded_settings(settings, data_file("gsm8k"))
     assert "sk-secret" not in json.dumps(recorded) and recorded["backend_options"]["api_key"] == "<set>"
