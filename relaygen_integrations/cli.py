@@ -258,11 +258,15 @@ def cmd_models(args) -> int:
         return 0
     if args.source and len(names) > 1:
         raise RelayGenError("--from takes one file: name a single model, not a pair")
+    from .registry import verify_cached
+
     for name in names:
         entry = reg.model(name)
-        was = is_fetched(entry)
-        path = fetch(entry, from_file=args.source, progress=sys.stderr.isatty())
-        print(f"{name}: {'already fetched' if was else 'fetched and verified'}: {path}")
+        was = is_fetched(entry) and verify_cached(entry)  # a damaged cached file is fetched anew
+        damaged = is_fetched(entry) and not was
+        path = fetch(entry, from_file=args.source, progress=sys.stderr.isatty(), verify=damaged)
+        state = "already fetched, verified" if was else "damaged copy replaced" if damaged else "fetched and verified"
+        print(f"{name}: {state}: {path}")
     return 0
 
 

@@ -13,6 +13,10 @@ class ModelNotFoundError(RelayGenError, LookupError):
     """A model, pair or profile name that the registry does not know, or a file that is missing."""
 
 
+class ModelFileError(RelayGenError):
+    """A model file exists but cannot be loaded (truncated, corrupt, or not a model file at all)."""
+
+
 class FetchError(RelayGenError):
     """A model file could not be fetched or failed verification."""
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .core.engine import RelayConfig, RelayEngine
-from .errors import ConfigError
+from .errors import ConfigError, ModelFileError, ModelNotFoundError
 from .registry import Registry, fetch, is_fetched, model_path
 
 BACKENDS = ("llamacpp", "hf", "openai")
@@ -19,6 +19,9 @@ def _model_file(model: str | Path, registry: Registry | None, progress: bool) ->
     if path.exists():
         return path
     registry = registry or Registry.load()
+    if str(model) not in registry.models and (path.suffix == ".gguf" or len(path.parts) > 1):
+        raise ModelNotFoundError(f"model file not found: {path} (and it is not a registry model name either: "
+                                 "`relaygen models list` shows those)")
     return fetch(registry.model(str(model)), progress=progress)
 
 
@@ -49,14 +52,23 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
                 raise ConfigError(f"no chat template for the server at {model}: pass chat_template=")
             options["chat_template"] = _template_source(str(template_from), registry)
         return OpenAIBackend(str(model), **options)
+    from .backends.base import check_local_options
+
+    check_local_options(options.get("n_ctx"), options.get("n_threads"))
     path = _model_file(model, registry, progress)
-    if backend == "hf":
-        from .backends.transformers import TransformersBackend
+    try:
+        if backend == "hf":
+            from .backends.transformers import TransformersBackend
 
-        return TransformersBackend(path, **options)
-    from .backends.llamacpp import LlamaCppBackend
+            return TransformersBackend(path, **options)
+        from .backends.llamacpp import LlamaCppBackend
 
-    return LlamaCppBackend(path, **options)
+        return LlamaCppBackend(path, **options)
+    except ModelFileError as exc:
+        if Path(model).expanduser().exists():  # the user's own file: the message says what to do
+            raise
+        raise ModelFileError(f"the cached file of registry model {model!r} does not load: {path} is truncated or "
+                             f"corrupt; run `relaygen models fetch {model}` to verify it and fetch it anew") from exc
 
 
 def load_pair(pair: str | None = None, *, large: str | Path | None = None, small: str | Path | None = None,
@@ -83,8 +95,12 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
         raise ConfigError(f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, not {speculative!r}")
     if speculative in ("draft", "lookup") and backend != "llamacpp":
         raise ConfigError(f"speculative decoding is implemented for the llamacpp backend, not {backend}")
-    if not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
+    if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
         raise ConfigError(f"draft_max must be an integer in 1..64, got {draft_max!r}")
+    if backend != "openai":  # before any file is fetched
+        from .backends.base import check_local_options
+
+        check_local_options(backend_options.get("n_ctx"), backend_options.get("n_threads"))
     registry = Registry.load(registry_path)
     entry = registry.pair(pair)
     large_name, small_name = large or entry.large, small or entry.small

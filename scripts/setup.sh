@@ -2,25 +2,37 @@
 # Set up everything in ./.venv, fetch the default model pair, and run the demo.
 #   bash scripts/setup.sh            # full setup + demo (downloads ~1.6 GB of model files once)
 #   bash scripts/setup.sh --no-demo  # install only (what the test command uses)
+# Environment:
+#   RELAYGEN_BUILD_FROM_SOURCE=1     ignore ../shared/wheels: pip builds llama-cpp-python from source with
+#                                    this machine's native kernels, as on a user's machine (~12 min, 2 cores)
+#   RELAYGEN_VENV=DIR                the environment to set up (default: .venv)
+#   RELAYGEN_EXTRAS=a,b              the extras to install (default: all of them)
+#   RELAYGEN_PIP_EXTRA="spec ..."    more requirements installed with the package (e.g. a pinned lm-eval)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEMO=1
 [[ "${1:-}" == "--no-demo" ]] && DEMO=0
 PY=${PYTHON:-python3}
-if [[ ! -x .venv/bin/python ]]; then
-  "$PY" -m venv .venv
+VENV=${RELAYGEN_VENV:-.venv}
+EXTRAS=${RELAYGEN_EXTRAS:-llamacpp,hf,openai,lm-eval,litellm,bench,dev}
+if [[ ! -x $VENV/bin/python ]]; then
+  "$PY" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" --upgrade pip
 # llama-cpp-python has no binary wheel on PyPI; a prebuilt one is used when ../shared/wheels has it,
 # otherwise pip builds it from source (about 12 minutes on 2 cores).
 FIND_LINKS=()
-[[ -d ../shared/wheels ]] && FIND_LINKS=(--find-links ../shared/wheels)
-if ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
-  echo "installing llama-cpp-python (builds from source if no wheel is at hand)..."
-  .venv/bin/python -m pip install -q --disable-pip-version-check "${FIND_LINKS[@]}" "llama-cpp-python==0.3.36"
+if [[ -d ../shared/wheels && "${RELAYGEN_BUILD_FROM_SOURCE:-0}" != 1 ]]; then
+  FIND_LINKS=(--find-links ../shared/wheels)
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check "${FIND_LINKS[@]}" -e ".[llamacpp,hf,openai,lm-eval,litellm,bench,dev]"
+if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+  echo "installing llama-cpp-python (builds from source if no wheel is at hand)..."
+  "${PIP[@]}" "${FIND_LINKS[@]}" "llama-cpp-python==0.3.36"
+fi
+# shellcheck disable=SC2086 # RELAYGEN_PIP_EXTRA is a list of requirement specs
+"${PIP[@]}" "${FIND_LINKS[@]}" -e ".[$EXTRAS]" ${RELAYGEN_PIP_EXTRA:-}
 if [[ $DEMO == 1 ]]; then
-  .venv/bin/relaygen models fetch qwen2.5-coder-1.5b+0.5b
-  .venv/bin/relaygen demo
+  "$VENV/bin/relaygen" models fetch qwen2.5-coder-1.5b+0.5b
+  "$VENV/bin/relaygen" demo
 fi

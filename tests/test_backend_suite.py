@@ -9,8 +9,8 @@ import importlib.util
 import pytest
 
 from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams
+from busy_cues import ANY_LETTER, LETTERS  # fire on any prose, so both models write plenty on any build
 
-BUSY_CUES = ["the", "is", "and", "a", "to"]  # fire often, so both models write plenty
 PROMPT = "Explain in three sentences why the sky is blue."
 GREEDY = SamplingParams(temperature=0, max_tokens=80)
 
@@ -56,7 +56,7 @@ def backend_pair(request, smollm2_path):
     return make
 
 
-def engine_for(backend_pair, cues=BUSY_CUES, **config) -> RelayEngine:
+def engine_for(backend_pair, cues=ANY_LETTER, **config) -> RelayEngine:
     large, small = backend_pair()
     return RelayEngine(large, small, cues, RelayConfig(**config))
 
@@ -95,8 +95,9 @@ def test_budget_counts_both_models(backend_pair):
 
 @pytest.mark.parametrize("answer_model", ["small", "large"])
 def test_reasoning_end_marker_hands_the_answer_stage_to_the_answer_model(backend_pair, answer_model):
-    r = engine_for(backend_pair, reasoning_end="sky", answer_model=answer_model).generate(PROMPT, GREEDY)
-    assert "sky" in r.reasoning and r.reasoning.endswith("sky") and r.answer
+    # a marker any English answer writes: the letter "e" (the prompt's words are not output)
+    r = engine_for(backend_pair, reasoning_end="e", answer_model=answer_model).generate(PROMPT, GREEDY)
+    assert r.reasoning.endswith("e") and r.reasoning.count("e") == 1 and r.answer
     assert r.reasoning + r.answer == r.text
     answer_segments = [s for s in r.segments if s.stage == "answer"]
     assert answer_segments and {s.model for s in answer_segments} == {answer_model}
@@ -110,14 +111,14 @@ def test_stream_matches_generate_with_switch_events(backend_pair):
     assert "".join(e.text for e in deltas) == result.text == engine.generate(PROMPT, GREEDY).text
     assert len(deltas) > 5  # streamed as it was written, not in one piece at the end
     to_small = [e for e in events if e.kind == "switch" and e.model == "small"]
-    assert len(to_small) == result.stats.switches and all(e.cue in BUSY_CUES for e in to_small)
+    assert len(to_small) == result.stats.switches and all(e.cue in LETTERS for e in to_small)
     assert sum(result.stats.cues_fired.values()) == result.stats.switches
 
 
 def test_stop_strings_and_single_model_modes(backend_pair):
     engine = engine_for(backend_pair)
-    r = engine.generate(PROMPT, SamplingParams(temperature=0, max_tokens=80, stop=("sky",)))
-    assert r.stats.finish_reason == "stop_string" and "sky" not in r.text
+    r = engine.generate(PROMPT, SamplingParams(temperature=0, max_tokens=80, stop=("e",)))
+    assert r.stats.finish_reason == "stop_string" and "e" not in r.text
     alone = engine_for(backend_pair, mode="large").generate(PROMPT, GREEDY)
     assert alone.stats.small.generated_tokens == 0 and alone.stats.switches == 0
     assert alone.stats.large.generated_tokens == alone.stats.generated_tokens > 0

@@ -4,9 +4,10 @@ import pytest
 
 from relaygen_integrations import ConfigError, RelayConfig, RelayEngine, SamplingParams
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend
+from busy_cues import ANY_LETTER
+from tiny_gguf import write_tiny_gguf
 
 GREEDY = SamplingParams(temperature=0, max_tokens=96)
-BUSY_CUES = ["the", "is", "and", "a", "to"]  # fire often, so both models write plenty
 PROMPT = "Explain in three sentences why the sky is blue."
 
 
@@ -15,7 +16,7 @@ def smol_pair(smollm2_path):
     def make(**cfg):
         large = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=2)
         small = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=2)
-        return RelayEngine(large, small, BUSY_CUES, RelayConfig(**cfg))
+        return RelayEngine(large, small, ANY_LETTER, RelayConfig(**cfg))
     return make
 
 
@@ -63,7 +64,7 @@ def test_stream_matches_generate(smol_pair):
 def test_text_handoff_between_different_vocabularies(smollm2_path, tiny_models):
     large = LlamaCppBackend(smollm2_path, n_ctx=1024, n_threads=2, chat_format="raw")
     small = LlamaCppBackend(tiny_models["b"], n_ctx=512, n_threads=2, chat_format="raw")
-    engine = RelayEngine(large, small, BUSY_CUES)
+    engine = RelayEngine(large, small, ANY_LETTER)
     prompt = "Once upon a time, there was a little girl who"
     r = engine.generate(prompt, SamplingParams(temperature=0, max_tokens=40), chat=False)
     assert r.stats.handoff == "text" and r.stats.switches >= 1
@@ -82,8 +83,13 @@ def test_prompt_longer_than_context_fails_before_evaluation(smollm2_path):
     assert large.evaluated_tokens == small.evaluated_tokens == 0
 
 
-def test_generation_stops_cleanly_when_the_context_fills(smollm2_path):
-    large = LlamaCppBackend(smollm2_path, n_ctx=64, n_threads=2)
-    small = LlamaCppBackend(smollm2_path, n_ctx=64, n_threads=2)
-    r = RelayEngine(large, small, BUSY_CUES).generate("Count from one to fifty in words.", GREEDY)
+def test_generation_stops_cleanly_when_the_context_fills(tmp_path):
+    """A model that cannot end its text greedily (tiny_gguf's ``endless``), a context of 64 tokens and a
+    budget of 96: the context fills first, on any build."""
+    path = write_tiny_gguf(tmp_path / "endless.gguf", seed=3, endless=True)
+    large = LlamaCppBackend(path, n_ctx=64, n_threads=2, chat_format="raw")
+    small = LlamaCppBackend(path, n_ctx=64, n_threads=2, chat_format="raw")
+    prompt = "the cat sat on the mat and the dog ran off"[:40]
+    r = RelayEngine(large, small, ANY_LETTER).generate(prompt, GREEDY, chat=False)
     assert r.stats.finish_reason == "context" and r.text
+    assert r.stats.large.prompt_tokens + r.stats.generated_tokens <= 64 < r.stats.large.prompt_tokens + 96

@@ -21,8 +21,11 @@ def _byte_pieces() -> list[str]:
 
 
 def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-                    n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",)) -> Path:
-    """A llama-architecture model with a byte-level vocabulary (256 bytes + merges + 3 specials)."""
+                    n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",), endless: bool = False) -> Path:
+    """A llama-architecture model with a byte-level vocabulary (256 bytes + merges + 3 specials).
+
+    ``endless``: the end-of-text token's output row is zero, so its logit is exactly 0 while the best
+    of the ~260 other (random, float32) logits is about +10: greedy decoding can never end the text."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -55,7 +58,10 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
 
     t("token_embd.weight", n_vocab, n_embd)
     w.add_tensor("output_norm.weight", np.ones(n_embd, dtype=np.float32))
-    t("output.weight", n_vocab, n_embd)
+    output = (rng.standard_normal((n_vocab, n_embd)) * 0.5).astype(np.float32)
+    if endless:
+        output[n_vocab - 2] = 0.0
+    w.add_tensor("output.weight", output)
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
         w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))

@@ -17,8 +17,33 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from pathlib import Path
+
 from ..core.sampling import Sampler, probability_margin, probability_margins, target_logprobs
-from ..errors import ConfigError
+from ..errors import ConfigError, ModelFileError
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_local_options(n_ctx: object = None, n_threads: object = None) -> None:
+    """What in-process backends take: a positive context size and thread count (None: the default).
+    Checked before any file is fetched or loaded; llama.cpp would take 0 silently (its own default)."""
+    for name, value in (("n_ctx", n_ctx), ("threads", n_threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def unloadable_gguf(path: Path, why: str) -> ModelFileError:
+    """The one error for a model file that exists but does not load."""
+    return ModelFileError(f"{path} is not a loadable GGUF model file ({why}); fetch it again (a registry "
+                          "model: `relaygen models fetch NAME` verifies it and fetches it anew)")
+
+
+def check_gguf_header(path: Path) -> None:
+    """Fail at once, with a clear line, on a file that is not GGUF at all (llama.cpp only says it failed)."""
+    with open(path, "rb") as f:
+        if f.read(4) != GGUF_MAGIC:
+            raise unloadable_gguf(path, "it does not start with the GGUF signature")
 
 
 class Backend(ABC):

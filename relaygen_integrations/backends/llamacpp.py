@@ -12,7 +12,7 @@ import numpy as np
 from ..core.sampling import Sampler
 from ..speculative.verify import verify_draft
 from ..errors import ConfigError, ModelNotFoundError
-from .base import Backend
+from .base import Backend, check_gguf_header, check_local_options, unloadable_gguf
 
 try:
     import llama_cpp
@@ -46,13 +46,18 @@ class LlamaCppBackend(Backend):
         path = Path(model_path)
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
+        check_local_options(n_ctx, n_threads)
+        check_gguf_header(path)
         threads = n_threads or min(8, os.cpu_count() or 1)
         self.path = path
-        self.llm = llama_cpp.Llama(
-            model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-            n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, seed=seed, verbose=verbose,
-            flash_attn=flash_attn,
-        )
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, seed=seed, verbose=verbose,
+                flash_attn=flash_attn,
+            )
+        except ValueError as exc:  # llama-cpp-python: "Failed to load model from file"
+            raise unloadable_gguf(path, "truncated or corrupt: llama.cpp could not read it") from exc
         self._vocab = self.llm._model.vocab
         self._n_vocab = self.llm.n_vocab()
         self.chat_format = chat_format

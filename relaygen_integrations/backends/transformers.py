@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, ModelNotFoundError
-from .base import Backend
+from .base import Backend, check_gguf_header, check_local_options, unloadable_gguf
 
 try:
     import torch
@@ -72,6 +72,9 @@ class TransformersBackend(Backend):
             raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
         if chat_format not in (None, "raw"):
             raise ConfigError(f"chat_format must be None (the model's template) or 'raw', not {chat_format!r}")
+        check_local_options(n_ctx, n_threads)
+        if path.is_file():
+            check_gguf_header(path)
         if n_threads:
             torch.set_num_threads(n_threads)
         self.device = pick_device(device)
@@ -81,8 +84,14 @@ class TransformersBackend(Backend):
         transformers.logging.set_verbosity_error()  # deprecation notes meant for library authors
         if not progress:
             transformers.logging.disable_progress_bar()  # GGUF conversion bars
-        self.tokenizer = AutoTokenizer.from_pretrained(root, **where)
-        self.model = AutoModelForCausalLM.from_pretrained(root, dtype=DTYPES[dtype], **where).to(self.device)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(root, **where)
+            self.model = AutoModelForCausalLM.from_pretrained(root, dtype=DTYPES[dtype], **where).to(self.device)
+        except (ValueError, OSError, EOFError, IndexError, KeyError) as exc:
+            if not where:
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise unloadable_gguf(path, f"transformers could not read it: {first[:200]}") from exc
         self.model.eval()
         self.chat_format = chat_format
         if chat_format is None and not self.tokenizer.chat_template:

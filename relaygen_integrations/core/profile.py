@@ -62,5 +62,10 @@ def _from_file(path: Path) -> CueProfile:
         raise ConfigError(f"cue profile {path} is not readable JSON: {exc}") from None
     if not isinstance(data, dict) or "cues" not in data:
         raise ConfigError(f"cue profile {path} must be a JSON object with a 'cues' list")
-    mode = data.get("matching", "word")
-    return CueProfile(str(data.get("name", path.stem)), validate_cues(data["cues"]), mode, str(path))
+    try:
+        profile = CueProfile(str(data.get("name", path.stem)), validate_cues(data["cues"]), data.get("matching", "word"),
+                             str(path))
+        profile.matcher()
+    except ConfigError as e:
+        raise ConfigError(f"cue profile {path}: {e}") from None
+    return profile

@@ -85,6 +85,33 @@ class _Engine:
             self.lock.release()
 
 
+def litellm_would_bypass(name: str) -> str | None:
+    """The built-in provider LiteLLM sends ``relaygen/<name>`` to instead of this one, if any.
+
+    LiteLLM strips the ``relaygen/`` prefix and then tests the bare name against some built-in
+    providers before it tries custom ones (BerriAI/litellm#23352): names containing ``replicate`` or
+    ``clarifai``, or listed among a few providers' models (and, in older releases, OpenAI's), never
+    reach a custom provider. Such a pair name is refused rather than silently served by another."""
+    for word, listed in (("replicate", litellm.replicate_models), ("clarifai", litellm.clarifai_models)):
+        if word in name.lower() or name in listed:
+            return word
+    for provider, listed in (("petals", litellm.petals_models), ("snowflake", litellm.snowflake_models),
+                             ("ovhcloud", getattr(litellm, "ovhcloud_models", ())),
+                             ("openai", litellm.open_ai_chat_completion_models)):
+        if name in listed:
+            return provider
+    return None
+
+
+def check_pair_names(names) -> None:
+    """Refuse, with one clear line, pair names that LiteLLM would route past this provider."""
+    clashes = {n: p for n in names if (p := litellm_would_bypass(n))}
+    if clashes:
+        listed = ", ".join(f"{n!r} (LiteLLM sends it to {p})" for n, p in sorted(clashes.items()))
+        raise ConfigError(f"pair name(s) {listed} cannot be served as relaygen/<pair>: LiteLLM routes such names to "
+                          "a built-in provider before custom ones (BerriAI/litellm#23352); rename the pair")
+
+
 class RelayGenProvider(CustomLLM):
     """The handler. ``load_options`` go to ``load_pair`` (backend, n_threads, n_gpu_layers, large_url, ...);
     ``reasoning_content``: ``"auto"`` splits reasoning and answer for thinking pairs (marker ``</think>``),
@@ -100,6 +127,7 @@ class RelayGenProvider(CustomLLM):
         self.load_options = {"progress": False, **load_options}
         self._engines: dict[str, _Engine] = {}
         self._loading = threading.Lock()
+        self._check_registry()
         atexit.register(self.close)  # free the models before the interpreter tears down llama.cpp's bindings
 
     def close(self) -> None:
@@ -109,6 +137,17 @@ class RelayGenProvider(CustomLLM):
                 _on_model_thread(slot.engine.large.close)
                 _on_model_thread(slot.engine.small.close)
             self._engines.clear()
+
+    def _check_registry(self) -> None:
+        """The registry's pair names, checked once here (for the proxy, at start-up): a name LiteLLM
+        would route elsewhere never reaches ``completion`` to be refused there."""
+        from ..registry import Registry
+
+        try:
+            registry = Registry.load(self.load_options.get("registry_path"))
+        except RelayGenError:  # reported, with its reason, by the first request that needs it
+            return
+        check_pair_names(registry.pairs)
 
     # --- LiteLLM's four entry points ---------------------------------------------------------
     def completion(self, model: str, messages: list, model_response: Any, optional_params: dict,

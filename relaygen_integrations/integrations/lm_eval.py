@@ -13,6 +13,7 @@ the relay would mean nothing. Per-request relay statistics go to a JSONL file be
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import zlib
@@ -27,7 +28,29 @@ from tqdm import tqdm
 from ..core.engine import RelayConfig, RelayEngine
 from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
-from ..errors import ConfigError
+from ..errors import ConfigError, RelayGenError
+from .model_args import parse_model_args
+
+def _under_lm_eval_cli() -> bool:
+    """Whether this process is the ``lm_eval`` command (its console script, or ``python -m lm_eval``)."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", "") == "lm_eval.__main__" or Path(sys.argv[0]).name in ("lm_eval", "lm-eval")
+
+
+def _one_line_errors(method):
+    """Under the ``lm_eval`` command a user's mistake (a RelayGenError) is one line on stderr and exit
+    status 2, as with ``relaygen``; lm-eval itself would print a traceback. From Python it is raised."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except RelayGenError as e:
+            if not _under_lm_eval_cli():
+                raise
+            print(f"relaygen: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+    return wrapper
+
 
 GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "seed")
 GPU_DEVICES = ("cuda", "mps", "gpu", "metal")
@@ -55,6 +78,7 @@ class RelayGenLM(LM):
     From Python, ``engine=`` takes a built RelayEngine instead (its configuration then applies).
     """
 
+    @_one_line_errors
     def __init__(self, pretrained: str | None = None, pair: str | None = None, large: str | None = None,
                  small: str | None = None, backend: str = "llamacpp", profile: Any = None,
                  cues: list[str] | None = None, cue_matching: str | None = None, mode: str = "relay",
@@ -110,29 +134,25 @@ class RelayGenLM(LM):
                      "speculative": speculative, "scored_by": "small" if mode == "small" else "large"}
 
     @classmethod
+    @_one_line_errors
     def create_from_arg_string(cls, arg_string: str, additional_config: dict | None = None) -> "RelayGenLM":
         """``key=value,...`` (lists and quoted strings may contain commas) or one JSON object."""
-        text = (arg_string or "").strip()
-        if text.startswith("{"):
-            try:
-                args = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"--model_args looks like JSON but does not parse: {e}") from None
-        else:
-            args = _parse_key_values(text)
+        args = parse_model_args(arg_string)
         return cls.create_from_arg_obj(args, additional_config)
 
     # --- lm-eval's contract ------------------------------------------------------------------
+    @_one_line_errors
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         out = []
         bar = tqdm(total=len(requests), desc="relaygen generate", disable=disable_tqdm or not self.progress)
         for req in requests:
             context, gen_kwargs = req.args
-            occurrence = self._seen[context]
-            self._seen[context] += 1
-            params = self._sampling(gen_kwargs, context, occurrence)
-            try:
-                result = self.engine.generate(context, params, chat=False)
+            key = _context_key(context)
+            occurrence = self._seen[key]
+            self._seen[key] += 1
+            params = self._sampling(gen_kwargs, key, occurrence)
+            try:  # a string is the prompt as lm-eval rendered it; messages (lm-eval 0.5) get the model's template
+                result = self.engine.generate(context, params, chat=not isinstance(context, str))
             except ConfigError as e:
                 hint = " (raise n_ctx= in --model_args)" if "context window" in str(e) else ""
                 raise ConfigError(f"{req.task_name} doc {req.doc_id}: {e}{hint}") from None
@@ -145,32 +165,41 @@ class RelayGenLM(LM):
         self._write_stats()
         return out
 
+    @_one_line_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         # requests that share a context run back to back: the KV cache keeps the context between them
-        order = sorted(range(len(requests)), key=lambda i: requests[i].args)
+        order = sorted(range(len(requests)), key=lambda i: (_context_key(requests[i].args[0]), requests[i].args[1]))
         for i in tqdm(order, desc="relaygen loglikelihood", disable=disable_tqdm or not self.progress):
             context, continuation = requests[i].args
-            ctx, cont = self._encode_pair(context, continuation)
+            ctx, cont = self._encode_pair(self._context_text(context), continuation)
             logprobs, greedy = self.scorer.token_logprobs(ctx + cont, len(ctx))
             results[i] = (float(logprobs.sum()), bool(greedy.all()))
             self.cache_hook.add_partial("loglikelihood", (context, continuation), results[i])
         return results  # type: ignore[return-value]
 
-    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+    @_one_line_errors
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list:
+        """lm-eval 0.4 sends ``(text,)`` and takes a float per request; 0.5 sends ``("", text)`` and
+        takes ``(logprob, False)``. The request's own shape says which contract applies."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-        out = []
+        out: list = []
         start = self.scorer.document_start_token()
         for req in tqdm(requests, desc="relaygen loglikelihood_rolling", disable=disable_tqdm or not self.progress):
-            (text,) = req.args
+            args = tuple(req.args)
+            if len(args) == 2 and args[0] != "":
+                raise ConfigError(f"loglikelihood_rolling scores a whole text: its context must be empty, got "
+                                  f"{str(args[0])[:40]!r}")
+            text = args[-1]
             tokens = self.scorer.tokenize(text.encode("utf-8"), special=True)
             total = 0.0
             for window in get_rolling_token_windows(tokens, start, self.scorer.n_ctx, context_len=1):
                 ctx, cont = make_disjoint_window(window)
                 total += float(self.scorer.token_logprobs(list(ctx) + list(cont), len(ctx))[0].sum())
-            out.append(total)
-            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
+            result = total if len(args) == 1 else (total, False)
+            out.append(result)
+            self.cache_hook.add_partial("loglikelihood_rolling", args, result)
         return out
 
     # --- chat templates ----------------------------------------------------------------------
@@ -197,6 +226,10 @@ class RelayGenLM(LM):
         return {"relaygen": info}
 
     # --- helpers -----------------------------------------------------------------------------
+    def _context_text(self, context: "str | list[dict]") -> str:
+        """A context as text: lm-eval 0.5 may send chat messages, which the model's template renders."""
+        return context if isinstance(context, str) else self.apply_chat_template(list(context))
+
     def _sampling(self, gen_kwargs: dict, context: str, occurrence: int) -> SamplingParams:
         gen_kwargs = dict(gen_kwargs or {})
         unknown = set(gen_kwargs) - set(GEN_KWARGS)
@@ -267,6 +300,11 @@ class RelayGenLM(LM):
         print(f"relaygen: per-request statistics in {self._stats_file}", file=sys.stderr)
 
 
+def _context_key(context: "str | list[dict]") -> str:
+    """A request context as one string, for seeds and ordering (messages as canonical JSON)."""
+    return context if isinstance(context, str) else json.dumps(list(context), sort_keys=True, ensure_ascii=False)
+
+
 def summarise(records: list[dict]) -> dict[str, dict]:
     """Per task (and ``all``): requests, tokens by each model, share of the large model (token-weighted),
     switches per request, time, throughput and finish reasons."""
@@ -322,18 +360,6 @@ def _backend_options(backend: str, device: str | None, **given: Any) -> dict:
                   file=sys.stderr)
         options["device"] = "auto" if unavailable else device
     return options
-
-
-def _parse_key_values(text: str) -> dict:
-    """``key=value`` pairs split on top-level commas, values parsed like lm-eval's CLI does."""
-    try:
-        from lm_eval._cli.utils import key_val_to_dict  # lm-eval >= 0.4.10: respects brackets and quotes
-    except ImportError:  # pragma: no cover - older lm-eval
-        from lm_eval.utils import simple_parse_args_string as key_val_to_dict
-    try:
-        return key_val_to_dict(text)
-    except ValueError as e:
-        raise ConfigError(f"--model_args: {e}") from None
 
 
 def _stats_path_beside_output(pretrained: str | None) -> Path | None:

@@ -17,12 +17,23 @@ MODEL_NAME = "relaygen"
 MODEL_TARGET = "relaygen_integrations.integrations.lm_eval:RelayGenLM"
 
 
+def _target():
+    """The installed ``lm_eval.models`` entry point itself when there is one: an lm-eval release with
+    plugin discovery registers that same object, and lm-eval's registry takes an equal target twice
+    without complaint, so neither order of discovery and this hook registers ``relaygen`` twice or
+    clashes. Without installed metadata (a source checkout on ``sys.path``): the dotted path."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="lm_eval.models") if ep.name == MODEL_NAME and ep.value == MODEL_TARGET]
+    return found[0] if found else MODEL_TARGET
+
+
 def register_lazily() -> None:
     """Add ``relaygen`` to lm-eval's model registry by name, unless something already did."""
     from lm_eval.api.registry import model_registry
 
     if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+        model_registry.register(MODEL_NAME, target=_target())
 
 
 class _RegisterAfter:

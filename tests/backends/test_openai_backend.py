@@ -11,6 +11,7 @@ from relaygen_integrations.backends.llamacpp import LlamaCppBackend  # noqa: E40
 from relaygen_integrations.backends.openai import OpenAIBackend  # noqa: E402
 from relaygen_integrations.errors import ConfigError, ServerError  # noqa: E402
 from relaygen_integrations.backends.local_server import free_port, llama_server  # noqa: E402
+from busy_cues import ANY_LETTER, ANY_LETTER_FILE  # noqa: E402
 
 
 def test_chat_template_from_the_gguf_renders_like_llama_cpp(smollm2_path, smollm2_servers):
@@ -43,7 +44,7 @@ def test_one_stream_continues_exactly_like_in_process_llama_cpp(smollm2_path, sm
 def test_relay_over_two_servers_hands_text_both_ways(smollm2_path, smollm2_servers):
     large = OpenAIBackend(smollm2_servers[0], chat_template=smollm2_path)
     small = OpenAIBackend(smollm2_servers[1], chat_template=smollm2_path)
-    r = RelayEngine(large, small, ["the", "is", "and"]).generate("Why is the sky blue?",
+    r = RelayEngine(large, small, ANY_LETTER).generate("Why is the sky blue?",
                                                                  SamplingParams(temperature=0, max_tokens=60))
     assert r.stats.handoff == "text" and r.stats.switches >= 1
     assert large.requests >= 2 and small.requests >= 1  # control came back to the large model
@@ -103,7 +104,7 @@ def test_cli_generate_over_two_servers(smollm2_servers):
     large, small = smollm2_servers
     p = relaygen("generate", "Why is the sky blue?", "--pair", "smollm2-135m-self", "--backend", "openai",
                  "--large-url", large, "--small-url", small, "--temperature", "0", "--max-tokens", "40", "--json",
-                 "--cue", "the", "--cue", "is")
+                 "--profile", str(ANY_LETTER_FILE))
     assert p.returncode == 0, p.stderr
     import json
 

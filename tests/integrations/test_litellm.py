@@ -14,9 +14,11 @@ litellm = pytest.importorskip("litellm", reason="the litellm extra is not instal
 
 from relaygen_integrations import RelayConfig  # noqa: E402
 from relaygen_integrations.integrations.litellm import RelayGenProvider, register  # noqa: E402
+from busy_cues import ANY_LETTER_FILE  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
-MODEL = "relaygen/smollm2-135m-self:all-candidates"  # every candidate cue: the models switch often
+ENGINE_KEY = f"smollm2-135m-self:{ANY_LETTER_FILE}"  # every letter is a cue: the models switch on any build
+MODEL = f"relaygen/{ENGINE_KEY}"
 GREEDY = {"temperature": 0, "max_tokens": 48}
 
 
@@ -42,7 +44,7 @@ def test_completion_and_streaming_give_the_same_text_and_relay_usage(provider):
     assert usage.completion_tokens == usage.relay["large_tokens"] + usage.relay["small_tokens"] <= 48
     assert usage.relay["switches"] > 0 and usage.relay["small_tokens"] > 0  # the relay really ran
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    engine = provider._engines["smollm2-135m-self:all-candidates"].engine
+    engine = provider._engines[ENGINE_KEY].engine
     chunks, evaluated_at_first = [], None
     for chunk in litellm.completion(model=MODEL, messages=ask("Explain why the sky is blue."), stream=True,
                                     stream_options={"include_usage": True}, **GREEDY):
@@ -66,9 +68,9 @@ def test_completion_and_streaming_give_the_same_text_and_relay_usage(provider):
 
 def test_sampling_parameters_are_honoured(provider):
     prompt = ask("Name three colours.")
-    stop = litellm.completion(model=MODEL, messages=prompt, stop=[","], **GREEDY).choices[0].message.content
+    stop = litellm.completion(model=MODEL, messages=prompt, stop=["e"], **GREEDY).choices[0].message.content
     full = litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content
-    assert "," in full and stop == full[: full.index(",")]
+    assert "e" in full and stop == full[: full.index("e")]  # "e": a stop string any English answer reaches
     short = litellm.completion(model=MODEL, messages=prompt, temperature=0, max_tokens=5)
     assert short.usage.completion_tokens == 5 and short.choices[0].finish_reason == "length"
     sampled = [litellm.completion(model=MODEL, messages=prompt, temperature=1.0, top_p=0.9, seed=s, max_tokens=24)
@@ -126,7 +128,7 @@ def test_a_cancelled_stream_leaves_the_engine_usable(provider):
         return len(got)
 
     assert asyncio.run(cancel_mid_stream()) < 100
-    slot = provider._engines["smollm2-135m-self:all-candidates"]
+    slot = provider._engines[ENGINE_KEY]
     deadline = time.monotonic() + 20
     while slot.lock.locked():  # the generating thread notices the cancellation and lets go of the engine
         assert time.monotonic() < deadline, "a cancelled stream kept the engine"
@@ -161,16 +163,16 @@ def test_mistakes_map_to_litellm_exceptions(provider):
 
 
 def test_reasoning_stage_goes_to_reasoning_content(smollm2_path):
-    """A pair whose reasoning ends at a marker (here, for a quick test, the first full stop): the reasoning
-    goes to reasoning_content, the rest to content, streamed and not."""
+    """A pair whose reasoning ends at a marker (here, for a quick test that holds on any build, the first
+    letter "e"): the reasoning goes to reasoning_content, the rest to content, streamed and not."""
     previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
-    provider = register(RelayGenProvider(reasoning_content=True, n_threads=2, config=RelayConfig(reasoning_end=".")))
+    provider = register(RelayGenProvider(reasoning_content=True, n_threads=2, config=RelayConfig(reasoning_end="e")))
     try:
-        prompt = ask("Describe how rain forms, step by step.")  # the first full stop ends "reasoning"
+        prompt = ask("Describe how rain forms, step by step.")  # the first "e" ends "reasoning"
         r = litellm.completion(model="relaygen/smollm2-135m-self", messages=prompt, temperature=0, max_tokens=96)
         message = r.choices[0].message
         assert message.reasoning_content and message.content
-        assert "." not in message.reasoning_content
+        assert "e" not in message.reasoning_content
         chunks = list(litellm.completion(model="relaygen/smollm2-135m-self", messages=prompt, temperature=0,
                                          max_tokens=96, stream=True))
         assert "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices) \

@@ -13,11 +13,12 @@ import pytest
 pytest.importorskip("lm_eval", reason="the lm-eval extra is not installed")
 pytest.importorskip("math_verify", reason="the lm-eval extra is not installed")
 
-from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval_requests import request  # noqa: E402
 
 from relaygen_integrations import ConfigError, RelayConfig, RelayEngine  # noqa: E402
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from relaygen_integrations.integrations.lm_eval import RelayGenLM  # noqa: E402
+from busy_cues import LETTERS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 LM_EVAL = Path(sys.executable).parent / "lm_eval"
@@ -29,8 +30,9 @@ def run_lm_eval(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 def test_lm_eval_command_runs_relaygen_on_a_local_task(smollm2_path, tmp_path):
     """`lm_eval --model relaygen` as users type it, with JSON model_args whose cues contain commas."""
-    model_args = json.dumps({"pretrained": "smollm2-135m-self", "n_threads": 2,
-                             "cues": ["Therefore,", "So,", "First,", "Now", "the", "is"]})
+    cues = ["Therefore,", "So,", "First,", *LETTERS]  # letters as substrings: the relay runs on any build
+    model_args = json.dumps({"pretrained": "smollm2-135m-self", "n_threads": 2, "cues": cues,
+                             "cue_matching": "substring"})
     p = run_lm_eval("--model", "relaygen", "--model_args", model_args, "--tasks", "relaygen_gsm8k_cot",
                     "--include_path", "evals/tasks", "--apply_chat_template", "--limit", "3",
                     "--gen_kwargs", "max_gen_toks=48", "--output_path", str(tmp_path), "--log_samples")
@@ -39,7 +41,7 @@ def test_lm_eval_command_runs_relaygen_on_a_local_task(smollm2_path, tmp_path):
     results = json.loads(results_file.read_text())
     assert 0.0 <= results["results"]["relaygen_gsm8k_cot"]["exact_match,none"] <= 1.0
     info = results["config"]["relaygen"]
-    assert info["cues"] == ["Therefore,", "So,", "First,", "Now", "the", "is"] and info["scored_by"] == "large"
+    assert info["cues"] == cues and info["cue_matching"] == "substring" and info["scored_by"] == "large"
     stats = info["stats"]["relaygen_gsm8k_cot"]
     assert stats["requests"] == 3 and stats["large_tokens"] + stats["small_tokens"] == stats["generated_tokens"]
     assert stats["switches_per_request"] > 0 and 0 < stats["large_share"] < 1  # the relay really ran
@@ -115,10 +117,6 @@ def test_model_args_key_value_form_accepts_cue_lists_and_reports_mistakes(smollm
                          ('{"pretrained": "smollm2-135m-self",', "does not parse")]:
         with pytest.raises(ConfigError, match=message):
             RelayGenLM.create_from_arg_string(bad)
-
-
-def request(kind: str, *args, doc_id: int = 0) -> Instance:
-    return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=("unit", doc_id, 1))
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +197,86 @@ def test_loglikelihood_is_the_large_models_and_ranks_choices_like_it(smollm2_pat
     assert not np.allclose([s for s, _ in tiny_scores], direct, atol=0.5)  # the test can tell them apart
     # rolling loglikelihood over one window equals the direct sum after the document-start token
     text = "The quick brown fox jumps over the lazy dog."
-    [rolling] = lm.loglikelihood_rolling([request("loglikelihood_rolling", text)])
+    [rolling] = lm.loglikelihood_rolling([request("loglikelihood_rolling", text)])  # lm-eval 0.4: (text,) -> float
     ids = [large.document_start_token()] + large.tokenize(text.encode(), special=True)
     assert rolling == pytest.approx(direct_logprob(direct_llm, ids, 1), abs=0.05)
+    # lm-eval 0.5: ("", text) -> (logprob, False)
+    [(logprob, greedy)] = lm.loglikelihood_rolling([request("loglikelihood_rolling", "", text)])
+    assert logprob == rolling and greedy is False
+    with pytest.raises(ConfigError, match="its context must be empty"):
+        lm.loglikelihood_rolling([request("loglikelihood_rolling", "Some context", text)])
+
+
+def test_chat_message_contexts_are_rendered_with_the_models_template(smol_lm):
+    """lm-eval 0.5 may hand a model the conversation itself: the same prompt as the rendered string."""
+    chat = [{"role": "user", "content": "Write one sentence about cats."}]
+    rendered = smol_lm.apply_chat_template(chat)
+    kwargs = {"until": [], "max_gen_toks": 16, "do_sample": False}
+    as_text, as_messages = smol_lm.generate_until([request("generate_until", rendered, kwargs),
+                                                   request("generate_until", chat, kwargs)])
+    assert as_messages == as_text and as_text
+    assert smol_lm.records[-1]["prompt_tokens"] == smol_lm.records[-2]["prompt_tokens"]
+    scores = smol_lm.loglikelihood([request("loglikelihood", rendered, " Cats"), request("loglikelihood", chat, " Cats")])
+    assert scores[0] == scores[1]
+
+
+def test_a_perplexity_task_runs_through_lm_evals_own_evaluator(smollm2_path, tiny_models):
+    """The rolling-loglikelihood contract differs between lm-eval 0.4 and 0.5; lm-eval's evaluator
+    must get from relaygen what it expects on the installed release, and the metric must be ours."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    sys.path.insert(0, str(REPO / "tests" / "lm_eval_tasks" / "relaygen_test_perplexity"))
+    from utils import TEXTS
+
+    large = LlamaCppBackend(smollm2_path, n_ctx=512, n_threads=2, chat_format="raw")
+    small = LlamaCppBackend(tiny_models["a"], n_ctx=512, n_threads=1, chat_format="raw")
+    lm = RelayGenLM(engine=RelayEngine(large, small, ["So,"]), progress=False)
+    out = simple_evaluate(model=lm, tasks=["relaygen_test_perplexity"],
+                          task_manager=TaskManager(include_path=str(REPO / "tests" / "lm_eval_tasks")))
+    [result] = [v for k, v in out["results"].items() if k.endswith("relaygen_test_perplexity")]
+    lls = lm.loglikelihood_rolling([request("loglikelihood_rolling", t) for t in TEXTS])
+    n_bytes = sum(len(t.encode("utf-8")) for t in TEXTS)
+    assert result["byte_perplexity,none"] == pytest.approx(np.exp(-sum(lls) / n_bytes), rel=1e-6)
+    assert result["bits_per_byte,none"] == pytest.approx(-sum(lls) / n_bytes / np.log(2), rel=1e-6)
+
+
+DISCOVERY = """
+import sys
+from importlib.metadata import entry_points
+from lm_eval.api.registry import get_model, model_registry
+
+def discover():  # what a release with plugin discovery does (lm-eval PR #4013), without skipping names
+    for ep in entry_points(group="lm_eval.models"):
+        model_registry.register(ep.name, target=ep)
+
+order = sys.argv[1]
+if order == "hook-then-discovery":
+    import lm_eval.models  # the start-up hook registers relaygen here
+    discover()
+else:  # the hook is off (RELAYGEN_LM_EVAL_HOOK=0) until discovery has run; then it does what it does
+    import lm_eval.models
+    discover()
+    import _relaygen_lm_eval_hook as hook
+    hook.install()
+    hook.register_lazily()
+from relaygen_integrations.integrations.lm_eval import register
+register()  # the documented manual registration, on top: still one relaygen
+cls = get_model("relaygen")
+print(cls.__module__, cls.__name__, get_model("dummy").__name__, get_model("hf").__name__, len(model_registry))
+"""
+
+
+@pytest.mark.parametrize("order", ["hook-then-discovery", "discovery-then-hook"])
+def test_start_up_hook_and_a_future_plugin_discovery_register_relaygen_once(order):
+    env = {**os.environ, "RELAYGEN_LM_EVAL_HOOK": "1" if order == "hook-then-discovery" else "0"}
+    p = subprocess.run([sys.executable, "-c", DISCOVERY, order], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "could not register" not in p.stderr
+    module, name, dummy, hf, count = p.stdout.split()
+    assert (module, name, dummy, hf) == ("relaygen_integrations.integrations.lm_eval", "RelayGenLM", "DummyLM", "HFLM")
+    import lm_eval.models  # noqa: F401 - registers the built-in models in this process too
+    from lm_eval.api.registry import model_registry
+
+    builtins = {k for k in model_registry if k != "relaygen"}
+    assert int(count) == len(builtins) + 1  # every built-in model still there, relaygen once
