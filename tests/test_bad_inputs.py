@@ -183,3 +183,36 @@ def test_the_lm_eval_command_reports_a_mistake_in_one_line(case, bad_files, tmp_
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("relaygen: error: ") and re.search(CASES[case][1], last), p.stderr[-2000:]
     assert not out.exists()
+
+
+def test_a_damaged_cached_model_names_the_command_that_repairs_it(smollm2_path, tmp_path, monkeypatch):
+    """A registry model whose cached file was cut short after its fetch: loading it says which
+    command verifies and re-fetches it, and that command does."""
+    from relaygen_integrations.errors import ModelFileError
+    from relaygen_integrations.registry import sha256_file
+
+    registry = tmp_path / "registry.toml"
+    registry.write_text(f'''
+[models.smol-copy]
+file = "smol-copy.gguf"
+chat_format = "chatml"
+[[models.smol-copy.sources]]
+type = "file"
+path = "{smollm2_path}"
+sha256 = "{sha256_file(Path(smollm2_path))}"
+[pairs.smol-copy-pair]
+large = "smol-copy"
+small = "smol-copy"
+''')
+    env = {"RELAYGEN_HOME": str(tmp_path / "home"), "RELAYGEN_REGISTRY": str(registry)}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cached = Path(load_pair("smol-copy-pair", n_ctx=N_CTX, n_threads=1).large.path)  # fetched and loaded
+    cached.write_bytes(cached.read_bytes()[:-1])
+    with pytest.raises(ModelFileError, match=r"registry model 'smol-copy' does not load: .* run `relaygen models "
+                                             r"fetch smol-copy` to verify it and fetch it anew"):
+        load_pair("smol-copy-pair", n_ctx=N_CTX, n_threads=1)
+    p = subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", "models", "fetch", "smol-copy"],
+                       capture_output=True, text=True, timeout=300, env={**os.environ, **env})
+    assert p.returncode == 0 and "damaged copy replaced" in p.stdout, p.stderr
+    assert load_pair("smol-copy-pair", n_ctx=N_CTX, n_threads=1).generate("Hi", SamplingParams(max_tokens=2)).text

@@ -121,6 +121,11 @@ def test_cli_models_commands(index):
     assert fetched.returncode == 0, fetched.stderr
     assert "fetched and verified" in fetched.stdout
     assert run("fetch", "toy").stdout.startswith("toy: already fetched")
+    cached = Path(run("path", "toy").stdout.strip())
+    cached.write_bytes(cached.read_bytes()[:-1])  # damaged after its fetch: one byte short
+    again = run("fetch", "toy")
+    assert again.returncode == 0 and "damaged copy replaced" in again.stdout, again.stderr
+    assert cached.read_bytes() == PART1 + PART2
     assert run("path", "toy").stdout.strip().endswith("toy.gguf")
     assert "toys" in run("list").stdout
     unknown = run("fetch", "nope")

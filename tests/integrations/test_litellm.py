@@ -235,3 +235,44 @@ def test_proxy_serves_the_documented_config_over_http(smollm2_path, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_pair_names_litellm_would_route_elsewhere_are_refused_and_the_rest_reach_relaygen(tmp_path):
+    """LiteLLM sends some bare model names to a built-in provider before custom ones (BerriAI/litellm
+    #23352): a registry pair with such a name is refused when the provider is made (for the proxy: at
+    start-up), and every name it accepts really reaches a custom provider registered as ``relaygen``."""
+    from relaygen_integrations import ConfigError
+    from relaygen_integrations.integrations.litellm import PROVIDER, litellm_would_bypass
+    from relaygen_integrations.registry import Registry
+
+    bundled = Registry.load()
+    reg = tmp_path / "registry.toml"
+    reg.write_text(bundled.path.read_text() + '\n[pairs."my-replicate-pair"]\nlarge = "smollm2-135m"\n'
+                   'small = "smollm2-135m"\n')
+    with pytest.raises(ConfigError, match=r"'my-replicate-pair' \(LiteLLM sends it to replicate\).*23352"):
+        RelayGenProvider(registry_path=reg)
+
+    class Recorder(litellm.CustomLLM):  # records which model strings reach a custom provider
+        seen: list[str] = []
+
+        def completion(self, model, messages, model_response, **_):
+            self.seen.append(model)
+            model_response.choices[0].message.content = "ok"
+            return model_response
+
+    previous = [dict(p) for p in litellm.custom_provider_map]
+    recorder = Recorder()
+    litellm.custom_provider_map = [p for p in previous if p["provider"] != PROVIDER] + \
+        [{"provider": PROVIDER, "custom_handler": recorder}]
+    from litellm.utils import custom_llm_setup
+
+    custom_llm_setup()
+    try:
+        accepted = [n for n in bundled.pairs] + [f"{n}:all-candidates" for n in bundled.pairs]
+        assert all(litellm_would_bypass(n.partition(":")[0]) is None for n in accepted)
+        for name in accepted:
+            litellm.completion(model=f"{PROVIDER}/{name}", messages=ask("hi"), max_tokens=2)
+        assert recorder.seen == accepted
+    finally:
+        litellm.custom_provider_map = previous
+        custom_llm_setup()
