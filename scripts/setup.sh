@@ -21,13 +21,29 @@ fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" --upgrade pip
 # llama-cpp-python has no binary wheel on PyPI; a prebuilt one is used when ../shared/wheels has it,
-# otherwise pip builds it from source (about 12 minutes on 2 cores).
+# otherwise it is built from source (about 12 minutes on 2 cores).
 FIND_LINKS=()
 if [[ -d ../shared/wheels && "${RELAYGEN_BUILD_FROM_SOURCE:-0}" != 1 ]]; then
   FIND_LINKS=(--find-links ../shared/wheels)
 fi
 if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  echo "installing llama-cpp-python (builds from source if no wheel is at hand)..."
+  if [[ ${#FIND_LINKS[@]} -eq 0 ]]; then
+    # Built once into build/wheels (every environment of this checkout installs that wheel), never from
+    # pip's cache, which keys a built wheel by its source only, not by the flags it was built with.
+    if ! ls build/wheels/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1; then
+      # llama.cpp's AMX kernels segfault in batched evaluation on some AMX CPUs (llama.cpp#20824), and a
+      # native build enables them wherever the CPU has AMX: build without them unless CMAKE_ARGS says otherwise.
+      if [[ -z "${CMAKE_ARGS:-}" ]] && grep -qw amx_int8 /proc/cpuinfo 2>/dev/null; then
+        NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        export CMAKE_ARGS="-DCMAKE_C_FLAGS=\"$NO_AMX\" -DCMAKE_CXX_FLAGS=\"$NO_AMX\""
+        echo "this CPU has AMX: building llama.cpp without its AMX kernels (CMAKE_ARGS=$CMAKE_ARGS)"
+      fi
+      echo "building llama-cpp-python 0.3.36 from source (about 12 minutes on 2 cores)..."
+      "$VENV/bin/python" -m pip wheel -q --disable-pip-version-check --no-deps --no-cache-dir \
+        -w build/wheels "llama-cpp-python==0.3.36"
+    fi
+    FIND_LINKS=(--find-links build/wheels)
+  fi
   "${PIP[@]}" "${FIND_LINKS[@]}" "llama-cpp-python==0.3.36"
 fi
 # shellcheck disable=SC2086 # RELAYGEN_PIP_EXTRA is a list of requirement specs

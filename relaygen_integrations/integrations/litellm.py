@@ -33,6 +33,7 @@ from ..core.engine import RelayEngine  # noqa: E402
 from ..core.events import RelayResult, RelayStats  # noqa: E402
 from ..core.sampling import SamplingParams  # noqa: E402
 from ..errors import ConfigError, ModelNotFoundError, RelayGenError, ServerError  # noqa: E402
+from .litellm_routing import check_pair_names  # noqa: E402
 
 PROVIDER = "relaygen"
 SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "seed", "n")
@@ -83,33 +84,6 @@ class _Engine:
         finally:
             self.paused_since = None
             self.lock.release()
-
-
-def litellm_would_bypass(name: str) -> str | None:
-    """The built-in provider LiteLLM sends ``relaygen/<name>`` to instead of this one, if any.
-
-    LiteLLM strips the ``relaygen/`` prefix and then tests the bare name against some built-in
-    providers before it tries custom ones (BerriAI/litellm#23352): names containing ``replicate`` or
-    ``clarifai``, or listed among a few providers' models (and, in older releases, OpenAI's), never
-    reach a custom provider. Such a pair name is refused rather than silently served by another."""
-    for word, listed in (("replicate", litellm.replicate_models), ("clarifai", litellm.clarifai_models)):
-        if word in name.lower() or name in listed:
-            return word
-    for provider, listed in (("petals", litellm.petals_models), ("snowflake", litellm.snowflake_models),
-                             ("ovhcloud", getattr(litellm, "ovhcloud_models", ())),
-                             ("openai", litellm.open_ai_chat_completion_models)):
-        if name in listed:
-            return provider
-    return None
-
-
-def check_pair_names(names) -> None:
-    """Refuse, with one clear line, pair names that LiteLLM would route past this provider."""
-    clashes = {n: p for n in names if (p := litellm_would_bypass(n))}
-    if clashes:
-        listed = ", ".join(f"{n!r} (LiteLLM sends it to {p})" for n, p in sorted(clashes.items()))
-        raise ConfigError(f"pair name(s) {listed} cannot be served as relaygen/<pair>: LiteLLM routes such names to "
-                          "a built-in provider before custom ones (BerriAI/litellm#23352); rename the pair")
 
 
 class RelayGenProvider(CustomLLM):

@@ -242,7 +242,8 @@ def test_pair_names_litellm_would_route_elsewhere_are_refused_and_the_rest_reach
     #23352): a registry pair with such a name is refused when the provider is made (for the proxy: at
     start-up), and every name it accepts really reaches a custom provider registered as ``relaygen``."""
     from relaygen_integrations import ConfigError
-    from relaygen_integrations.integrations.litellm import PROVIDER, litellm_would_bypass
+    from relaygen_integrations.integrations.litellm import PROVIDER
+    from relaygen_integrations.integrations.litellm_routing import litellm_would_bypass
     from relaygen_integrations.registry import Registry
 
     bundled = Registry.load()
