@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +23,36 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError(
         "the llama.cpp backend needs llama-cpp-python: pip install 'relaygen-integrations[llamacpp]'"
     ) from exc
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+def amx_build() -> bool:
+    """Whether this llama.cpp build runs matrix products on AMX, whose kernels segfault in batched
+    evaluation on some AMX CPUs (llama.cpp#20824; seen here with a native build on a Sapphire Rapids VM)."""
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+@contextmanager
+def _weights_outside_extra_buffers():
+    """Load with llama.cpp's ``use_extra_bufts`` off (weights stay in plain CPU buffers, never AMX's).
+    llama-cpp-python has no option for it, so the default parameters its constructor starts from are
+    changed for this one construction."""
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def params():
+        p = original()
+        p.use_extra_bufts = False
+        return p
+
+    with _PARAMS_LOCK:
+        module.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
 
 
 class LlamaCppBackend(Backend):
@@ -50,12 +82,14 @@ class LlamaCppBackend(Backend):
         check_gguf_header(path)
         threads = n_threads or min(8, os.cpu_count() or 1)
         self.path = path
+        safe = amx_build() and os.environ.get("RELAYGEN_LLAMA_AMX") != "1"
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
-                n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, seed=seed, verbose=verbose,
-                flash_attn=flash_attn,
-            )
+            with _weights_outside_extra_buffers() if safe else nullcontext():
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,
+                    n_gpu_layers=n_gpu_layers, n_batch=n_batch, logits_all=False, seed=seed, verbose=verbose,
+                    flash_attn=flash_attn,
+                )
         except ValueError as exc:  # llama-cpp-python: "Failed to load model from file"
             raise unloadable_gguf(path, "truncated or corrupt: llama.cpp could not read it") from exc
         self._vocab = self.llm._model.vocab

@@ -72,3 +72,23 @@ def test_bad_model_inputs(tmp_path, tiny_models):
         LlamaCppBackend(tmp_path / "missing.gguf")
     with pytest.raises(ConfigError, match="chat template"):
         LlamaCppBackend(tiny_models["a"], n_ctx=64)  # no template in a tiny model: say how to proceed
+
+
+def test_an_amx_build_loads_weights_outside_llama_cpps_extra_buffers(smollm2_path, monkeypatch):
+    """llama.cpp's AMX kernels segfault in batched evaluation on some AMX CPUs (llama.cpp#20824): on a
+    build that has them, the backend loads with use_extra_bufts off, and only for its own construction.
+    (Whether this build has AMX is what is faked here; the loading and the batched evaluation are real.)"""
+    from relaygen_integrations.backends import llamacpp
+
+    default_params = llama_cpp.llama_cpp.llama_model_default_params
+    plain = LlamaCppBackend(smollm2_path, n_ctx=128, n_threads=2)
+    assert plain.llm.model_params.use_extra_bufts is not llamacpp.amx_build()
+    monkeypatch.setattr(llamacpp, "amx_build", lambda: True)
+    guarded = LlamaCppBackend(smollm2_path, n_ctx=128, n_threads=2)
+    assert guarded.llm.model_params.use_extra_bufts is False
+    assert llama_cpp.llama_cpp.llama_model_default_params is default_params  # restored at once
+    ids = guarded.tokenize(b"Zebras live in Africa. Their stripes")
+    guarded.sync(ids)  # one batch of several tokens: what crashes in AMX kernels
+    assert np.isfinite(guarded.logits()).all()
+    monkeypatch.setenv("RELAYGEN_LLAMA_AMX", "1")  # the documented way to keep AMX where it works
+    assert LlamaCppBackend(smollm2_path, n_ctx=128, n_threads=2).llm.model_params.use_extra_bufts is True
