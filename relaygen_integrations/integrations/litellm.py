@@ -227,16 +227,17 @@ class RelayGenProvider(CustomLLM):
         try:
             while (event := _on_model_thread(next, events, None)) is not None:
                 if event.kind == "text":
-                    field, text = "content", event.text
-                    if split and event.stage == "reasoning":
-                        field, text = "reasoning_content", reasoning.feed(text)
-                    elif split and not answer_started:
-                        text = text.lstrip()  # as the non-streamed content
-                    answer_started = answer_started or (field == "content" and bool(text))
-                    if text:
-                        if pending is not None:
-                            yield _chunk(model, *pending)
-                        pending = (field, text, event.model)
+                    pieces = [("content", event.text)]
+                    if split and event.stage == "reasoning":  # a token can hold the marker and answer text after it
+                        pieces = [("reasoning_content", reasoning.feed(event.text)), ("content", reasoning.after())]
+                    for field, text in pieces:
+                        if split and field == "content" and not answer_started:
+                            text = text.lstrip()  # as the non-streamed content
+                        answer_started = answer_started or (field == "content" and bool(text))
+                        if text:
+                            if pending is not None:
+                                yield _chunk(model, *pending)
+                            pending = (field, text, event.model)
                 elif event.kind == "done":
                     rest = reasoning.rest() if split else ""
                     if rest:  # reasoning cut by the budget before its marker
@@ -256,6 +257,7 @@ class _ReasoningFilter:
 
     def __init__(self, marker: str):
         self.marker, self.buffer, self.started = marker, "", False
+        self._after = ""  # text that followed the marker inside the delta that completed it
 
     def feed(self, text: str) -> str:
         self.buffer += text
@@ -267,11 +269,16 @@ class _ReasoningFilter:
             self.started = True
         cut = self.buffer.find(self.marker) if self.marker else -1
         if cut >= 0:
-            out, self.buffer = self.buffer[:cut], ""
+            out, self._after, self.buffer = self.buffer[:cut], self.buffer[cut + len(self.marker):], ""
             self.marker = ""  # seen: nothing after it is reasoning
             return out
         keep = len(self.marker) - 1 if self.marker else 0
         out, self.buffer = (self.buffer[:-keep], self.buffer[-keep:]) if keep else (self.buffer, "")
+        return out
+
+    def after(self) -> str:
+        """The answer text that came in the same delta as the end of the marker (once)."""
+        out, self._after = self._after, ""
         return out
 
     def rest(self) -> str:

@@ -15,6 +15,7 @@ from relaygen_integrations.bench.report import _command
 from relaygen_integrations.bench.runner import BenchSettings, _box_content, data_file, read_records, recorded_settings
 from relaygen_integrations.bench.summary import load_results, sign_test, summarise, wilson
 from relaygen_integrations.errors import ConfigError
+from busy_cues import ANY_LETTER_FILE
 
 METHODS = "large,small,relay,relay-all,large+draft,relay+lookup"
 REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
@@ -27,11 +28,12 @@ def relaygen(*args, env=None):
 
 @pytest.fixture(scope="module")
 def boxed_registry(tmp_path_factory, smollm2_path):
-    """The project registry plus a SmolLM2 pair whose reasoning ends at ``\\boxed{`` (as the default pair's)."""
+    """The project registry plus a SmolLM2 pair whose reasoning ends at ``\\boxed{`` (as the default pair's)
+    and whose profile fires on any prose, so its relay switches whatever the model writes."""
     d = tmp_path_factory.mktemp("registry")
     text = REGISTRY.read_text(encoding="utf-8") + (
         '\n[pairs."smollm2-boxed"]\nlarge = "smollm2-135m"\nsmall = "smollm2-135m"\n'
-        'profile = "paper-qwen3"\nreasoning_end = "\\\\boxed{"\n')
+        f'profile = "{ANY_LETTER_FILE}"\nreasoning_end = "\\\\boxed{{"\n')  # every letter a cue: it relays
     (d / "registry.toml").write_text(text, encoding="utf-8")
     return {"RELAYGEN_REGISTRY": str(d / "registry.toml")}
 
@@ -71,7 +73,7 @@ def test_run_writes_one_graded_record_per_method_and_problem(bench_run):
             assert sum(int(n) * c for n, c in sizes.items()) == s["models"][role]["evaluated_tokens"]
     by = {(s["method"], s["index"]): s for s in samples}
     assert all(by[("large", i)]["small_tokens"] == 0 and by[("small", i)]["large_tokens"] == 0 for i in (0, 1))
-    assert sum(by[("relay-all", i)]["switches"] for i in (0, 1)) > 0
+    assert all(by[("relay", i)]["switches"] > 0 for i in (0, 1))
     draft = [by[("large+draft", i)] for i in (0, 1)]
     assert all(d["models"]["large"]["drafted_tokens"] > 0 and d["calls"]["draft"] for d in draft)
     for d in draft:  # every verification batch evaluated exactly the drafted tokens, and kept every row

@@ -277,3 +277,31 @@ def test_pair_names_litellm_would_route_elsewhere_are_refused_and_the_rest_reach
     finally:
         litellm.custom_provider_map = previous
         custom_llm_setup()
+
+
+def test_streamed_answer_keeps_text_that_shares_a_token_with_the_reasoning_end_marker():
+    """Regression: when the marker ended inside a token ("forme|d"), the stream dropped the rest of that
+    token from the answer, so streamed content lost characters that the non-streamed content had.
+    A scripted model writes the tokens, so the marker ends mid-token on any build."""
+    from scripted import ScriptedBackend
+
+    from relaygen_integrations import RelayEngine
+    from relaygen_integrations.integrations.litellm import _Engine
+
+    pieces = ["Rain", " is", " formed", " when", " vapour", " cools", "."]
+    engine = RelayEngine(ScriptedBackend(pieces), ScriptedBackend(pieces), ["Never"],
+                         RelayConfig(mode="large", reasoning_end="forme"))
+    previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
+    provider = register(RelayGenProvider(reasoning_content=True))
+    provider._engines["scripted"] = _Engine(engine)
+    try:
+        r = litellm.completion(model="relaygen/scripted", messages=ask("How does rain form?"), max_tokens=20)
+        assert (r.choices[0].message.reasoning_content, r.choices[0].message.content) == ("Rain is ", "d when vapour cools.")
+        chunks = list(litellm.completion(model="relaygen/scripted", messages=ask("How does rain form?"), max_tokens=20,
+                                         stream=True))
+        assert content_of(chunks) == "d when vapour cools."
+        assert "".join(getattr(c.choices[0].delta, "reasoning_content", None) or "" for c in chunks if c.choices) \
+            == "Rain is "
+    finally:
+        provider._engines.clear()
+        register(previous)
