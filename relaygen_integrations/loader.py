@@ -54,7 +54,7 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
         return OpenAIBackend(str(model), **options)
     from .backends.base import check_local_options
 
-    check_local_options(options.get("n_ctx"), options.get("n_threads"))
+    check_local_options(options.get("n_ctx"), options.get("n_threads"))  # before any file is fetched
     path = _model_file(model, registry, progress)
     try:
         if backend == "hf":
@@ -97,10 +97,6 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
         raise ConfigError(f"speculative decoding is implemented for the llamacpp backend, not {backend}")
     if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
         raise ConfigError(f"draft_max must be an integer in 1..64, got {draft_max!r}")
-    if backend != "openai":  # before any file is fetched
-        from .backends.base import check_local_options
-
-        check_local_options(backend_options.get("n_ctx"), backend_options.get("n_threads"))
     registry = Registry.load(registry_path)
     entry = registry.pair(pair)
     large_name, small_name = large or entry.large, small or entry.small

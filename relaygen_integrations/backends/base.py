@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-
-from pathlib import Path
 
 from ..core.sampling import Sampler, probability_margin, probability_margins, target_logprobs
 from ..errors import ConfigError, ModelFileError

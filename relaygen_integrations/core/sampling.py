@@ -6,6 +6,7 @@ choice of token happens here, in numpy, identically for llama.cpp and transforme
 
 from __future__ import annotations
 
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 
@@ -28,13 +29,13 @@ class SamplingParams:
     def validated(self) -> "SamplingParams":
         for name in ("temperature", "top_p"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
                 raise ConfigError(f"{name} must be a number, got {value!r}")
         for name in ("top_k", "seed"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
-        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens <= 0:
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, numbers.Integral) or self.max_tokens <= 0:
             raise ConfigError(f"max_tokens must be a positive integer, got {self.max_tokens!r}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0, got {self.temperature}")

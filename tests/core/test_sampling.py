@@ -34,7 +34,15 @@ def test_top_p_keeps_the_smallest_set_reaching_p():
 
 
 @pytest.mark.parametrize("kw", [dict(max_tokens=0), dict(max_tokens=-3), dict(temperature=-1), dict(top_p=0),
-                                dict(top_k=-1), dict(stop=("",))])
+                                dict(top_k=-1), dict(stop=("",)),
+                                # wrong types: a clear error, not a TypeError from a comparison
+                                dict(temperature="0.5"), dict(top_p=None), dict(max_tokens=True),
+                                dict(max_tokens=8.0), dict(seed=1.5), dict(top_k="20")])
 def test_bad_params_are_rejected(kw):
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=next(iter(kw))):
         SamplingParams(**kw).validated()
+
+
+def test_numpy_numbers_are_accepted():
+    p = SamplingParams(temperature=np.float32(0.5), max_tokens=np.int64(8), seed=np.int32(3)).validated()
+    assert p.max_tokens == 8 and p.seed == 3
