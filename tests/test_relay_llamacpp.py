@@ -93,3 +93,18 @@ def test_generation_stops_cleanly_when_the_context_fills(tmp_path):
     r = RelayEngine(large, small, ANY_LETTER).generate(prompt, GREEDY, chat=False)
     assert r.stats.finish_reason == "context" and r.text
     assert r.stats.large.prompt_tokens + r.stats.generated_tokens <= 64 < r.stats.large.prompt_tokens + 96
+
+
+def test_a_pair_whose_template_refuses_system_messages_can_relay(tmp_path):
+    """Regression: the pair check rendered a probe chat with a system message, so models whose template
+    refuses one (Mistral's) could not be paired, and the Jinja error escaped as a traceback."""
+    from llama_cpp.llama_chat_format import MISTRAL_INSTRUCT_CHAT_TEMPLATE
+
+    path = write_tiny_gguf(tmp_path / "mistral-like.gguf", seed=4, chat_template=MISTRAL_INSTRUCT_CHAT_TEMPLATE)
+    engine = RelayEngine(LlamaCppBackend(path, n_ctx=256, n_threads=2), LlamaCppBackend(path, n_ctx=256, n_threads=2),
+                         ANY_LETTER)
+    r = engine.generate("Say something.", SamplingParams(temperature=0, max_tokens=12))
+    assert r.stats.generated_tokens > 0
+    broken = write_tiny_gguf(tmp_path / "broken.gguf", seed=4, chat_template="{{ raise_exception('no chat here') }}")
+    with pytest.raises(ConfigError, match=r"large model's chat template cannot render a user message \(no chat here\)"):
+        RelayEngine(LlamaCppBackend(broken, n_ctx=256, n_threads=2), LlamaCppBackend(broken, n_ctx=256, n_threads=2))

@@ -21,7 +21,8 @@ def _byte_pieces() -> list[str]:
 
 
 def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
-                    n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",), endless: bool = False) -> Path:
+                    n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",), endless: bool = False,
+                    chat_template: str | None = None) -> Path:
     """A llama-architecture model with a byte-level vocabulary (256 bytes + merges + 3 specials).
 
     ``endless``: the end-of-text token's output row is zero, so its logit is exactly 0 while the best
@@ -52,6 +53,8 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
     w.add_bos_token_id(n_vocab - 3)
     w.add_eos_token_id(n_vocab - 2)
     w.add_add_bos_token(False)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
 
     def t(name, *shape, scale=0.5):
         w.add_tensor(name, (rng.standard_normal(shape) * scale).astype(np.float32))

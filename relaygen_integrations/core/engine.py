@@ -14,11 +14,13 @@ id; otherwise the other model's new text is re-tokenised by the receiving model.
 from __future__ import annotations
 
 import codecs
+import threading
 import time
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Iterator, Literal, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from ..errors import ConfigError
+from .config import RelayConfig
 from .events import ModelStats, RelayEvent, RelayResult, RelayStats, Role, Segment
 from .profile import CueProfile, load_profile
 from .sampling import Sampler, SamplingParams
@@ -27,39 +29,9 @@ from .sentences import ends_on_open_mark, find_sentence_end
 if TYPE_CHECKING:
     from ..backends.base import Backend
 
-Mode = Literal["relay", "large", "small"]
-_PROBE = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
-
-
-@dataclass(frozen=True)
-class RelayConfig:
-    """Per-engine settings (per-request ones live in SamplingParams)."""
-
-    mode: Mode = "relay"  # "large" / "small": one model alone, for baselines
-    min_large_tokens: int = 5  # the large model writes at least this many tokens before a cue fires
-    answer_model: Literal["small", "large"] = "small"  # who writes the answer stage (paper: small)
-    reasoning_end: str | None = None  # e.g. "</think>"; None: the whole output is reasoning
-    answer_reserve_tokens: int = 0  # budget kept for the answer stage when reasoning runs long
-    handoff: Literal["auto", "ids", "text"] = "auto"
-    # Reusing the previous request's KV cache for a shared prompt prefix saves prompt evaluation, but
-    # evaluating a prompt in different batches rounds logits differently, so greedy output could
-    # then depend on the previous request. Off by default: the same request gives the same text.
-    reuse_prompt_cache: bool = False
-
-    def validated(self) -> "RelayConfig":
-        if self.mode not in ("relay", "large", "small"):
-            raise ConfigError(f"mode must be relay, large or small, not {self.mode!r}")
-        if self.answer_model not in ("small", "large"):
-            raise ConfigError(f"answer_model must be 'small' or 'large', not {self.answer_model!r}")
-        if not isinstance(self.min_large_tokens, int) or self.min_large_tokens < 0:
-            raise ConfigError("min_large_tokens must be a non-negative integer")
-        if self.answer_reserve_tokens < 0:
-            raise ConfigError("answer_reserve_tokens must be >= 0")
-        if self.reasoning_end is not None and not self.reasoning_end:
-            raise ConfigError("reasoning_end must be a non-empty string or None")
-        if self.handoff not in ("auto", "ids", "text"):
-            raise ConfigError(f"handoff must be auto, ids or text, not {self.handoff!r}")
-        return self
+# What both chat templates must render alike for one model to continue the other's text. No system
+# message: some templates refuse one (and a pair is about continuing the assistant turn anyway).
+_PROBE = [{"role": "user", "content": "U"}]
 
 
 @dataclass
@@ -103,7 +75,8 @@ class _Participant:
 
 
 class RelayEngine:
-    """Runs RelayGen over a large and a small backend. Reuse one engine for many requests."""
+    """Runs RelayGen over a large and a small backend: many requests, one at a time (a second request
+    while a stream is still open is refused, never interleaved: both would share the KV caches)."""
 
     def __init__(self, large: "Backend", small: "Backend", profile: "CueProfile | str | list | None" = None,
                  config: RelayConfig | None = None):
@@ -112,11 +85,12 @@ class RelayEngine:
         self.matcher = self.profile.matcher()
         self.config = (config or RelayConfig()).validated()
         self._by_ids = self._check_pair()
+        self._running = threading.Lock()  # held by the one request whose events are being read
 
     def _check_pair(self) -> bool:
         if self.large is self.small:
             raise ConfigError("large and small must be two backend instances (each keeps its own KV cache)")
-        a, b = self.large.chat_prompt(_PROBE), self.small.chat_prompt(_PROBE)
+        a, b = (_render_probe(m, role) for m, role in ((self.large, "large"), (self.small, "small")))
         if a != b:
             raise ConfigError("the two models use different chat formats, so one cannot continue the "
                               f"other's text (large renders {a!r}, small renders {b!r})")
@@ -138,7 +112,9 @@ class RelayEngine:
                chat: bool = True) -> Iterator[RelayEvent]:
         """Yield text deltas tagged with the model that wrote them, switches, and a final result.
 
-        ``chat=False`` sends a string prompt as raw text, without the chat template.
+        ``chat=False`` sends a string prompt as raw text, without the chat template. A bad request fails
+        here; the engine is taken when the first event is read and free again once the stream is read to
+        its end or closed. A request that starts meanwhile raises ConfigError instead of sharing the caches.
         """
         params = (params or SamplingParams()).validated()
         prompt_text = self._render(prompt, chat)
@@ -178,25 +154,32 @@ class RelayEngine:
         return self.large.chat_prompt(list(prompt))
 
 
+def _render_probe(backend: "Backend", role: str) -> str:
+    try:
+        return backend.chat_prompt(_PROBE)
+    except ConfigError:
+        raise
+    except Exception as e:  # a Jinja template that raises, or cannot render a plain user turn
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"the {role} model's chat template cannot render a user message ({first[:200]}); "
+                          "pass chat_format='raw' (or another template) for that model") from None
+
+
 class _Run:
     """One request: the state machine plus its bookkeeping. Not reused."""
 
     def __init__(self, engine: RelayEngine, prompt_text: str, params: SamplingParams):
         self.e, self.cfg, self.params = engine, engine.config, params
+        self.prompt_text = prompt_text
+        engine._prompt_ids(prompt_text)  # a bad prompt fails here, when stream() is called
         self.stats = RelayStats(handoff="ids" if engine._by_ids else "text")
         self.parts: dict[str, _Participant] = {}
-        for role, ids in engine._prompt_ids(prompt_text).items():
-            backend = getattr(engine, role)
-            if not self.cfg.reuse_prompt_cache:
-                backend.reset()
-            st: ModelStats = getattr(self.stats, role)
-            st.prompt_tokens = len(ids)
-            self.parts[role] = _Participant(role, backend, ids, st)
         self.sampler = Sampler(params)
         self.pieces: list[_Piece] = []
         self.decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self.text = ""  # decoded output so far
         self.segments: list[Segment] = []
+        self.uncounted: dict[str, int] = {}  # tokens per model that have no text (so no segment) yet
         self.stage = "reasoning"
         self.answer_start: int | None = None
         self.marker_scan = 0
@@ -243,8 +226,21 @@ class _Run:
                 self.segments.append(Segment(role, self.stage))
             self.segments[-1].text += delta
         if self.segments and self.segments[-1].model == role:
-            self.segments[-1].tokens += 1
+            self.segments[-1].tokens += 1 + self.uncounted.pop(role, 0)
+        else:  # no text yet (a character still incomplete): counted with the segment its text opens
+            self.uncounted[role] = self.uncounted.get(role, 0) + 1
         return delta
+
+    def _count_leftover_tokens(self) -> None:
+        """Tokens whose text never came (a character completed by the other model, or cut by the budget)
+        go to their model's last segment, so the segments account for every token written."""
+        for role, n in self.uncounted.items():
+            mine = [seg for seg in self.segments if seg.model == role]
+            if mine:
+                mine[-1].tokens += n
+            else:
+                self.segments.append(Segment(role, self.stage, tokens=n))
+        self.uncounted.clear()
 
     def _force(self, text: str) -> None:
         """Insert engine text (the reasoning-end marker) as if written by the large model's tokenizer."""
@@ -285,8 +281,28 @@ class _Run:
         self.answer_start = i + len(marker)
         return True
 
+    def _start(self) -> None:
+        """Take the engine's two KV caches for this request (not before its first event is asked for)."""
+        for backend in (self.e.large, self.e.small):
+            if not self.cfg.reuse_prompt_cache:
+                backend.reset()  # before tokenising: a server backend's local ids live for one request
+        for role, ids in self.e._prompt_ids(self.prompt_text).items():
+            st: ModelStats = getattr(self.stats, role)
+            st.prompt_tokens = len(ids)
+            self.parts[role] = _Participant(role, getattr(self.e, role), ids, st)
+
     # --- the state machine --------------------------------------------------------------------
     def events(self) -> Iterator[RelayEvent]:
+        if not self.e._running.acquire(blocking=False):
+            raise ConfigError("this engine is already running a request (a stream of it is still open): read "
+                              "that stream to its end or close() it first; an engine serves one request at a time")
+        try:
+            self._start()
+            yield from self._events()
+        finally:
+            self.e._running.release()
+
+    def _events(self) -> Iterator[RelayEvent]:
         start = time.perf_counter()
         cfg = self.cfg
         active: str = "small" if cfg.mode == "small" else "large"
@@ -366,6 +382,7 @@ class _Run:
         # Bytes of a character that never completed (the budget ran out inside it) are dropped:
         # the output must never contain a broken character.
         self.decoder.reset()
+        self._count_leftover_tokens()
         yield from self._flush(final=True)
         self.stats.finish_reason = finish
         self.stats.wall_seconds = time.perf_counter() - start

@@ -216,7 +216,7 @@ class RelayGenLM(LM):
 
     def chat_template(self, chat_template: bool | str = False) -> str:
         """What the template renders for a probe conversation (lm-eval logs and hashes it)."""
-        probe = [{"role": "system", "content": "{system}"}, {"role": "user", "content": "{user}"}]
+        probe = [{"role": "user", "content": "{user}"}]  # no system turn: some templates refuse one
         return self.engine.large.chat_prompt(probe)
 
     def get_model_info(self) -> dict:

@@ -174,3 +174,34 @@ def test_pair_checks():
         pair(cues=())
     with pytest.raises(ConfigError):
         pair(mode="both")
+
+
+def test_a_second_request_while_a_stream_is_open_is_refused_and_the_first_is_untouched():
+    """Regression: stream() reset both KV caches as soon as it was called, so a second request while a
+    first stream was open silently corrupted the first. Now the engine is taken by the stream being read
+    and a second request is a clear error until the first ends or is closed."""
+    engine = pair()
+    alone = engine.generate("add", GREEDY).text
+    first = engine.stream("add", GREEDY)
+    got = [next(first), next(first)]
+    with pytest.raises(ConfigError, match="already running a request"):
+        engine.generate("something else", GREEDY)
+    rest = list(first)
+    assert "".join(e.text for e in got + rest if e.kind == "text") == rest[-1].result.text == alone
+    assert engine.generate("add", GREEDY).text == alone  # free again once the stream ended
+    unread = engine.stream("add", GREEDY)  # a stream not yet read holds nothing
+    assert engine.generate("add", GREEDY).text == alone
+    next(unread)
+    unread.close()  # closing a stream part-way gives the engine back too
+    assert engine.generate("add", GREEDY).text == alone
+
+
+def test_segment_token_counts_add_up_when_a_character_spans_tokens_at_a_switch():
+    """Regression: the small model's first token after a switch held only the first byte of "é", wrote
+    no text, and was counted to no segment, so the segments summed to fewer tokens than were written."""
+    pieces = ["Now,", b"\xc3", b"\xa9t\xc3\xa9.", " Done", "."]
+    r = pair(pieces, cues=("Now,",), min_large_tokens=1).generate("q", GREEDY)
+    assert spans(r) == [("large", "Now,"), ("small", "été."), ("large", " Done.")]
+    for role in ("large", "small"):
+        assert sum(s.tokens for s in r.segments if s.model == role) == getattr(r.stats, role).generated_tokens
+    assert [s.tokens for s in r.segments] == [1, 2, 2]
