@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -118,32 +119,38 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
         if profile and profile not in BUILTIN_PROFILES:
             profile = registry.path.parent / profile  # profile files live beside the registry
     cue_profile = load_profile(profile, mode=cue_matching)
-    if backend == "openai":
-        if not (large_url and small_url):
-            raise ConfigError("the openai backend needs the two servers' URLs: large_url= and small_url= "
-                              "(--large-url, --small-url)")
-        large_backend = load_backend(large_url, backend, registry, template_from=large_name, **backend_options)
-        small_backend = load_backend(small_url, backend, registry, template_from=small_name, **backend_options)
-    else:
-        if large_url or small_url:
-            raise ConfigError("server URLs are for backend='openai'")
-        large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
-        if backend == "hf" and _model_file(small_name, registry, progress) == large_backend.path:
-            small_backend = type(large_backend).sharing_weights(large_backend)  # one copy of the weights
+    if backend == "openai" and not (large_url and small_url):
+        raise ConfigError("the openai backend needs the two servers' URLs: large_url= and small_url= "
+                          "(--large-url, --small-url)")
+    if backend != "openai" and (large_url or small_url):
+        raise ConfigError("server URLs are for backend='openai'")
+    with ExitStack() as loaded:  # a failure part-way closes what was loaded (up to three models)
+        if backend == "openai":
+            large_backend = load_backend(large_url, backend, registry, template_from=large_name, **backend_options)
+            loaded.callback(large_backend.close)
+            small_backend = load_backend(small_url, backend, registry, template_from=small_name, **backend_options)
         else:
-            small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
-    if backend == "llamacpp":
-        mode = resolve_speculative(speculative, large_backend)
-        if mode == "draft":
-            from .speculative import DraftModel
+            large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
+            loaded.callback(large_backend.close)  # a llama.cpp backend closes its drafter's model with its own
+            if backend == "hf" and _model_file(small_name, registry, progress) == large_backend.path:
+                small_backend = type(large_backend).sharing_weights(large_backend)  # one copy of the weights
+            else:
+                small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
+        loaded.callback(small_backend.close)
+        if backend == "llamacpp":
+            mode = resolve_speculative(speculative, large_backend)
+            if mode == "draft":
+                from .speculative import DraftModel
 
-            draft_backend = load_backend(draft_model or small_name, backend, registry, progress, **backend_options)
-            large_backend.set_drafter(DraftModel(draft_backend, max_tokens=draft_max))
-        elif mode == "lookup":
-            from .speculative import prompt_lookup
+                draft_backend = load_backend(draft_model or small_name, backend, registry, progress, **backend_options)
+                large_backend.set_drafter(DraftModel(draft_backend, max_tokens=draft_max))
+            elif mode == "lookup":
+                from .speculative import prompt_lookup
 
-            large_backend.set_drafter(prompt_lookup(draft_max))
-    return RelayEngine(large_backend, small_backend, cue_profile, config)
+                large_backend.set_drafter(prompt_lookup(draft_max))
+        engine = RelayEngine(large_backend, small_backend, cue_profile, config)
+        loaded.pop_all()  # the engine owns them now
+    return engine
 
 
 SPECULATIVE_MODES = ("auto", "off", "draft", "lookup")

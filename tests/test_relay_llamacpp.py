@@ -1,5 +1,7 @@
 """The whole engine on real GGUF models through llama.cpp."""
 
+from pathlib import Path
+
 import pytest
 
 from relaygen_integrations import ConfigError, RelayConfig, RelayEngine, SamplingParams
@@ -108,3 +110,24 @@ def test_a_pair_whose_template_refuses_system_messages_can_relay(tmp_path):
     broken = write_tiny_gguf(tmp_path / "broken.gguf", seed=4, chat_template="{{ raise_exception('no chat here') }}")
     with pytest.raises(ConfigError, match=r"large model's chat template cannot render a user message \(no chat here\)"):
         RelayEngine(LlamaCppBackend(broken, n_ctx=256, n_threads=2), LlamaCppBackend(broken, n_ctx=256, n_threads=2))
+
+
+def test_load_pair_closes_what_it_loaded_when_it_fails_and_a_backend_closes_its_drafter(smollm2_path, tmp_path,
+                                                                                          monkeypatch):
+    """Regression: a load that failed part-way left the models it had loaded to the garbage collector,
+    and closing a llama.cpp backend left its draft model's context open."""
+    from relaygen_integrations import load_pair
+    from relaygen_integrations.errors import ModelFileError
+
+    closed = []
+    real_close = LlamaCppBackend.close
+    monkeypatch.setattr(LlamaCppBackend, "close", lambda self: (closed.append(self.path), real_close(self))[1])
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(Path(smollm2_path).read_bytes()[:-1])
+    with pytest.raises(ModelFileError):
+        load_pair("smollm2-135m-self", small=broken, n_ctx=128, n_threads=1)
+    assert closed == [Path(smollm2_path)]  # the large model, loaded before the small one failed
+    engine = load_pair("smollm2-135m-self", speculative="draft", n_ctx=128, n_threads=1)
+    draft = engine.large.drafter.backend
+    engine.large.close()
+    assert draft.llm._ctx.ctx is None and engine.large.llm._ctx.ctx is None

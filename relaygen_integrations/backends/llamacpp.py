@@ -224,4 +224,8 @@ class LlamaCppBackend(Backend):
             self.drafter.reset()  # a fresh draft context per request: same request, same drafts
 
     def close(self) -> None:
+        """Free the model, and a draft model's too (the drafter's backend exists only to draft for this one)."""
+        drafter_backend = getattr(self.drafter, "backend", None)
+        if drafter_backend is not None:
+            drafter_backend.close()
         self.llm.close()

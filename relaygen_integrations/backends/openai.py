@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -80,6 +81,7 @@ class OpenAIBackend(Backend):
         self.model = model or self._first_model()
         self._pieces: list[bytes] = [b""]  # local id -> text bytes; 0 is END
         self._ids: dict[bytes, int] = {}
+        self._table_lock = threading.Lock()
         self._response: requests.Response | None = None
         self._chunks: Iterator[dict] | None = None
         self._stream_context: list[int] = []  # what the open stream continues
@@ -122,7 +124,9 @@ class OpenAIBackend(Backend):
         body = {
             "model": self.model, "prompt": self._text(context), "stream": True,
             "max_tokens": min(self.max_request_tokens, p.max_tokens),
-            "temperature": p.temperature, "top_p": p.top_p, "seed": (p.seed + self.requests) % 2**31,
+            # each stream of a request its own seed, from the request's seed and where the stream starts:
+            # never from how many requests this backend served before (the same request samples the same)
+            "temperature": p.temperature, "top_p": p.top_p, "seed": (p.seed + len(context)) % 2**31,
         }
         if p.top_k > 0:
             body["top_k"] = p.top_k  # not in OpenAI's API; vLLM, SGLang and llama.cpp accept it
@@ -213,11 +217,13 @@ class OpenAIBackend(Backend):
 
     # --- the token protocol, over local ids --------------------------------------------------
     def _intern(self, data: bytes) -> int:
-        token = self._ids.get(data)
-        if token is None:
-            token = self._ids[data] = len(self._pieces)
-            self._pieces.append(data)
-        return token
+        """A local id for a piece of text. The table lives for one request (``reset`` clears it)."""
+        with self._table_lock:  # a request's check() may tokenise on another thread
+            token = self._ids.get(data)
+            if token is None:
+                token = self._ids[data] = len(self._pieces)
+                self._pieces.append(data)
+            return token
 
     def _text(self, context: Sequence[int]) -> str:
         return b"".join(self._pieces[t] for t in context).decode("utf-8", errors="replace")
@@ -275,9 +281,13 @@ class OpenAIBackend(Backend):
         self._close_stream()
 
     def reset(self) -> None:
+        """A new request: no open stream, and a fresh id table (a long-lived backend must not keep every
+        prompt and answer it ever served)."""
         self._close_stream()
         self._stream_context = []
         self.tokens = []
+        with self._table_lock:
+            self._pieces, self._ids = [b""], {}
 
     def close(self) -> None:
         self._close_stream()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import gc
+import math
 import os
 import threading
 import time
@@ -39,6 +40,8 @@ PROVIDER = "relaygen"
 SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "seed", "n")
 NO_OPS = ("stream", "stream_options", "user", "max_retries")  # LiteLLM's own options, an end-user id
 THINK_MARKERS = ("</think>",)  # a pair whose reasoning ends here is a thinking model: split its output
+QUEUE_TIMEOUT = 600.0  # seconds a request waits for its engine by default
+LOAD_RETRY_AFTER = 30.0  # seconds a failed load is answered from memory before it is tried again
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "context": "length"}
 
 
@@ -77,7 +80,8 @@ class _Engine:
                 gc.collect()  # a sync stream abandoned without close() is freed only by the cycle collector
                 collected = True
             if timeout is not None and time.monotonic() - start > timeout:
-                raise litellm.Timeout(message=f"the engine stayed busy for {timeout} s", model=PROVIDER,
+                raise litellm.Timeout(message=f"waited {timeout} s (queue_timeout) for the engine: another request, or "
+                                              "a stream not yet read to its end or closed, still holds it", model=PROVIDER,
                                       llm_provider=PROVIDER)
         try:
             yield self.engine
@@ -89,17 +93,21 @@ class _Engine:
 class RelayGenProvider(CustomLLM):
     """The handler. ``load_options`` go to ``load_pair`` (backend, n_threads, n_gpu_layers, large_url, ...);
     ``reasoning_content``: ``"auto"`` splits reasoning and answer for thinking pairs (marker ``</think>``),
-    ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for its engine."""
+    ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for its engine (finite:
+    no request waits forever, say on a stream that something keeps open without reading it)."""
 
-    def __init__(self, reasoning_content: bool | str = "auto", queue_timeout: float | None = None,
+    def __init__(self, reasoning_content: bool | str = "auto", queue_timeout: float = QUEUE_TIMEOUT,
                  **load_options: Any):
         super().__init__()
         if reasoning_content not in ("auto", True, False):
             raise ConfigError(f"reasoning_content must be 'auto', True or False, not {reasoning_content!r}")
         self.reasoning_content = reasoning_content
-        self.queue_timeout = queue_timeout
+        if isinstance(queue_timeout, bool) or not isinstance(queue_timeout, (int, float)) or not 0 < queue_timeout < math.inf:
+            raise ConfigError(f"queue_timeout must be a positive number of seconds, not {queue_timeout!r}")
+        self.queue_timeout = float(queue_timeout)
         self.load_options = {"progress": False, **load_options}
         self._engines: dict[str, _Engine] = {}
+        self._failed: dict[str, tuple[float, RelayGenError]] = {}  # model string -> (when, why) its load failed
         self._loading = threading.Lock()
         self._check_registry()
         atexit.register(self.close)  # free the models before the interpreter tears down llama.cpp's bindings
@@ -111,6 +119,7 @@ class RelayGenProvider(CustomLLM):
                 _on_model_thread(slot.engine.large.close)
                 _on_model_thread(slot.engine.small.close)
             self._engines.clear()
+            self._failed.clear()
 
     def _check_registry(self) -> None:
         """The registry's pair names, checked once here (for the proxy, at start-up): a name LiteLLM
@@ -143,7 +152,7 @@ class RelayGenProvider(CustomLLM):
         with _as_litellm_errors(model):  # bad requests fail here, at the call, not at the first chunk
             params = self._params(model, optional_params, litellm_params)
             slot = self._engine(model)
-            slot.engine.check(messages, params)
+            _on_model_thread(slot.engine.check, messages, params)  # the thread that owns the models
         return self._chunks(slot, model, messages, params)
 
     def astreaming(self, model: str, messages: list, optional_params: dict, litellm_params: dict | None = None,
@@ -161,9 +170,17 @@ class RelayGenProvider(CustomLLM):
                 if not pair:
                     raise ConfigError("the model string is relaygen/<pair>[:<profile>], e.g. "
                                       "relaygen/qwen2.5-coder-1.5b+0.5b")
+                failed = self._failed.get(model)
+                if failed is not None and time.monotonic() - failed[0] < LOAD_RETRY_AFTER:
+                    raise type(failed[1])(str(failed[1]))  # the same error again, without loading again
                 from ..loader import load_pair
 
-                engine = _on_model_thread(load_pair, pair, profile=profile or None, **self.load_options)
+                try:
+                    engine = _on_model_thread(load_pair, pair, profile=profile or None, **self.load_options)
+                except RelayGenError as e:
+                    self._failed[model] = (time.monotonic(), e)
+                    raise
+                self._failed.pop(model, None)
                 self._engines[model] = _Engine(engine)
             return self._engines[model]
 

@@ -114,3 +114,24 @@ def test_cli_generate_over_two_servers(smollm2_servers):
     assert bad.returncode == 2 and "small_url" in bad.stderr and "Traceback" not in bad.stderr
     wrong = relaygen("generate", "hi", "--dtype", "bfloat16")
     assert wrong.returncode == 2 and "--dtype is for --backend hf" in wrong.stderr
+
+
+def test_a_requests_seed_and_id_table_do_not_depend_on_what_the_backend_served_before(smollm2_servers):
+    """Regression: the seed sent was seed + the number of requests the backend had ever sent, so the
+    same request sampled differently on a long-lived backend (a proxy) than on a fresh one; and every
+    prompt and answer stayed in the backend's id table forever."""
+    large_url, small_url = smollm2_servers
+    params = SamplingParams(temperature=0.8, seed=11, max_tokens=8)
+
+    def run(backend, prompt):
+        RelayEngine(backend, OpenAIBackend(small_url, chat_format="raw"), ["the"],
+                    RelayConfig(mode="large")).generate(prompt, params, chat=False)
+        return backend._body["seed"]  # one stream per request here (8 tokens)
+
+    fresh = OpenAIBackend(large_url, chat_format="raw")
+    seed = run(fresh, "The river runs")
+    used = OpenAIBackend(large_url, chat_format="raw")
+    for i in range(3):
+        run(used, f"Prompt number {i} was about mountains")
+    assert run(used, "The river runs") == seed
+    assert not any(b"Prompt number" in piece for piece in used._pieces)  # earlier requests are gone

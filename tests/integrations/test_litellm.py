@@ -12,7 +12,7 @@ import pytest
 
 litellm = pytest.importorskip("litellm", reason="the litellm extra is not installed")
 
-from relaygen_integrations import RelayConfig  # noqa: E402
+from relaygen_integrations import ConfigError, RelayConfig  # noqa: E402
 from relaygen_integrations.integrations.litellm import RelayGenProvider, register  # noqa: E402
 from busy_cues import ANY_LETTER_FILE  # noqa: E402
 
@@ -241,7 +241,6 @@ def test_pair_names_litellm_would_route_elsewhere_are_refused_and_the_rest_reach
     """LiteLLM sends some bare model names to a built-in provider before custom ones (BerriAI/litellm
     #23352): a registry pair with such a name is refused when the provider is made (for the proxy: at
     start-up), and every name it accepts really reaches a custom provider registered as ``relaygen``."""
-    from relaygen_integrations import ConfigError
     from relaygen_integrations.integrations.litellm import PROVIDER
     from relaygen_integrations.integrations.litellm_routing import litellm_would_bypass
     from relaygen_integrations.registry import Registry
@@ -304,4 +303,57 @@ def test_streamed_answer_keeps_text_that_shares_a_token_with_the_reasoning_end_m
             == "Rain is "
     finally:
         provider._engines.clear()
+        register(previous)
+
+
+def test_no_request_waits_forever_for_an_engine_held_by_an_open_stream(smollm2_path):
+    """Regression: with queue_timeout=None (the default) a request waited forever on an engine held by a
+    stream that something still referenced without reading it. Now the wait is finite by default, and
+    ends with litellm.Timeout saying why."""
+    from relaygen_integrations.integrations.litellm import QUEUE_TIMEOUT
+
+    assert RelayGenProvider().queue_timeout == QUEUE_TIMEOUT < float("inf")
+    with pytest.raises(ConfigError, match="queue_timeout must be a positive number"):
+        RelayGenProvider(queue_timeout=None)
+    previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
+    provider = register(RelayGenProvider(n_threads=2, n_ctx=512, queue_timeout=1.5))
+    try:
+        held = litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Tell a long story."), stream=True,
+                                  temperature=0, max_tokens=200)
+        next(iter(held))  # the stream has the engine, and is kept (referenced) but not read
+        start = time.monotonic()
+        with pytest.raises(litellm.Timeout, match=r"waited 1\.5 s \(queue_timeout\) for the engine"):
+            litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=4, num_retries=0)
+        assert time.monotonic() - start < 30
+        held.completion_stream.close()  # the holder lets go: the next request is served
+        assert litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=4).choices
+    finally:
+        provider.close()
+        register(previous)
+
+
+def test_a_failed_load_is_not_retried_on_every_request(smollm2_path, tmp_path, monkeypatch):
+    """Regression: after a load failed, every request loaded everything again (seconds each) before
+    failing the same way. Now the error is answered from memory for a while, then tried again."""
+    from relaygen_integrations import loader
+    from relaygen_integrations.integrations import litellm as provider_module
+
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(smollm2_path.read_bytes()[:-1])
+    loads = []
+    real_load_pair = loader.load_pair
+    monkeypatch.setattr(loader, "load_pair", lambda *a, **k: (loads.append(a), real_load_pair(*a, **k))[1])
+    previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
+    provider = register(RelayGenProvider(small=str(broken), n_threads=1, n_ctx=256))
+    try:
+        for _ in range(3):
+            with pytest.raises(litellm.APIError, match="broken.gguf is not a loadable GGUF"):
+                litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=2, num_retries=0)
+        assert len(loads) == 1
+        monkeypatch.setattr(provider_module, "LOAD_RETRY_AFTER", 0.0)  # the wait is over: it tries again
+        with pytest.raises(litellm.APIError, match="not a loadable GGUF"):
+            litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=2, num_retries=0)
+        assert len(loads) == 2
+    finally:
+        provider.close()
         register(previous)
