@@ -13,21 +13,23 @@ TYPE_CHECKING = False  # not typing's: importing typing would cost more than thi
 __version__ = "0.1.0"
 
 _HOME = {
-    "RelayConfig": ".core.engine", "RelayEngine": ".core.engine",
+    "RelayConfig": ".core.config", "RelayEngine": ".core.engine",
     "RelayEvent": ".core.events", "RelayResult": ".core.events", "RelayStats": ".core.events",
     "Segment": ".core.events", "CueProfile": ".core.profile", "load_profile": ".core.profile",
     "SamplingParams": ".core.sampling", "load_pair": ".loader",
-    "ConfigError": ".errors", "FetchError": ".errors", "ModelNotFoundError": ".errors",
-    "RelayGenError": ".errors", "ServerError": ".errors",
+    "ConfigError": ".errors", "ContextWindowError": ".errors", "FetchError": ".errors",
+    "ModelFileError": ".errors", "ModelNotFoundError": ".errors", "RelayGenError": ".errors", "ServerError": ".errors",
 }
 __all__ = [*_HOME, "__version__"]
 
 if TYPE_CHECKING:
-    from .core.engine import RelayConfig, RelayEngine
+    from .core.config import RelayConfig
+    from .core.engine import RelayEngine
     from .core.events import RelayEvent, RelayResult, RelayStats, Segment
     from .core.profile import CueProfile, load_profile
     from .core.sampling import SamplingParams
-    from .errors import ConfigError, FetchError, ModelNotFoundError, RelayGenError, ServerError
+    from .errors import (ConfigError, ContextWindowError, FetchError, ModelFileError, ModelNotFoundError,
+                         RelayGenError, ServerError)
     from .loader import load_pair
 
 

@@ -9,6 +9,10 @@ class ConfigError(RelayGenError, ValueError):
     """Bad input caught before any model work starts (prompt, budget, cues, pair)."""
 
 
+class ContextWindowError(ConfigError):
+    """A prompt that leaves a model no room to write: more tokens than its context window holds."""
+
+
 class ModelNotFoundError(RelayGenError, LookupError):
     """A model, pair or profile name that the registry does not know, or a file that is missing."""
 

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ContextWindowError
 from .config import RelayConfig
 from .events import ModelStats, RelayEvent, RelayResult, RelayStats, Role, Segment
 from .profile import CueProfile, load_profile
@@ -134,7 +134,7 @@ class RelayEngine:
                 continue
             ids = backend.prompt_tokens(prompt_text)
             if len(ids) + 1 > backend.n_ctx:
-                raise ConfigError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
+                raise ContextWindowError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
                                   f"context window of {backend.n_ctx} tokens")
             out[role] = ids
         return out

@@ -33,7 +33,7 @@ from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices  # 
 from ..core.engine import RelayEngine  # noqa: E402
 from ..core.events import RelayResult, RelayStats  # noqa: E402
 from ..core.sampling import SamplingParams  # noqa: E402
-from ..errors import ConfigError, ModelNotFoundError, RelayGenError, ServerError  # noqa: E402
+from ..errors import ConfigError, ContextWindowError, ModelNotFoundError, RelayGenError, ServerError  # noqa: E402
 from .litellm_routing import check_pair_names  # noqa: E402
 
 PROVIDER = "relaygen"
@@ -387,7 +387,7 @@ def _as_litellm_errors(model: str):
     except ModelNotFoundError as e:
         raise litellm.NotFoundError(message=f"relaygen/{model}: {e}", model=model, llm_provider=PROVIDER) from None
     except ConfigError as e:
-        if "context window" in str(e):
+        if isinstance(e, ContextWindowError):
             raise litellm.ContextWindowExceededError(message=str(e), model=model, llm_provider=PROVIDER) from None
         raise litellm.BadRequestError(message=str(e), model=model, llm_provider=PROVIDER) from None
     except ServerError as e:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from ..core.engine import RelayConfig, RelayEngine
 from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
-from ..errors import ConfigError, RelayGenError
+from ..errors import ConfigError, ContextWindowError, RelayGenError
 from .model_args import parse_model_args
 
 def _under_lm_eval_cli() -> bool:
@@ -154,8 +154,8 @@ class RelayGenLM(LM):
             try:  # a string is the prompt as lm-eval rendered it; messages (lm-eval 0.5) get the model's template
                 result = self.engine.generate(context, params, chat=not isinstance(context, str))
             except ConfigError as e:
-                hint = " (raise n_ctx= in --model_args)" if "context window" in str(e) else ""
-                raise ConfigError(f"{req.task_name} doc {req.doc_id}: {e}{hint}") from None
+                hint = " (raise n_ctx= in --model_args)" if isinstance(e, ContextWindowError) else ""
+                raise type(e)(f"{req.task_name} doc {req.doc_id}: {e}{hint}") from None
             out.append(result.text)
             self._record(req, result)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), result.text)
