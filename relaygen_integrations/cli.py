@@ -338,10 +338,13 @@ def cmd_bench_report(args) -> int:
 def cmd_bench_costs(args) -> int:
     from .bench.report import print_costs
 
-    return print_costs(args)
+    args.mode, args.cues, args.profile, args.substring_cues, args.speculative = "relay", None, None, False, "off"
+    return print_costs(_engine_from_args(args), answer_tokens=args.tokens, segment_tokens=args.segment_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .bench.methods import DEFAULT_METHODS  # a constant: the module imports nothing heavy
+
     parser = argparse.ArgumentParser(prog="relaygen", description=(
         "RelayGen: a large model reasons and a small model writes the easy sentences after switch cues. "
         "Spans by the large model print in cyan, by the small model in magenta."))
@@ -386,8 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(speculative decoding). Results are appended to a JSONL file; rerunning "
                                      "the same command skips what is done.")
     br.add_argument("--data", default="gsm8k", help="gsm8k, math500, aime2024, aime2025, amc23 or a JSONL file")
-    br.add_argument("--methods", default="large,small,relay,relay-all,large+draft",
-                    help="comma list (default: large,small,relay,relay-all,large+draft)")
+    br.add_argument("--methods", default=DEFAULT_METHODS, help=f"comma list (default: {DEFAULT_METHODS})")
     br.add_argument("--start", type=int, default=0, help="index of the first problem (default: 0)")
     br.add_argument("--limit", type=int, default=None, help="number of problems (default: all)")
     br.add_argument("--samples", type=int, default=1, help="samples per problem for pass@1 (needs --temperature > 0)")

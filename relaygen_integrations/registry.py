@@ -11,12 +11,10 @@ from __future__ import annotations
 import hashlib
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -275,20 +275,16 @@ def write_report(paths: list[Path], out: Path, title: str = "RelayGen benchmark"
     return out
 
 
-def print_costs(args) -> int:
-    """``relaygen bench costs``: measure this machine's unit costs for the pair, print what relaying
-    would gain at various large-model shares."""
+def print_costs(engine, answer_tokens: int, segment_tokens: float) -> int:
+    """``relaygen bench costs``: measure this machine's unit costs for the engine's two models, print
+    what relaying would gain at various large-model shares."""
     from rich.console import Console
     from rich.table import Table
 
-    from ..cli import _engine_from_args
     from ..math_tasks import load_problems
     from .costs import measure, relay_what_if
     from .runner import data_file
 
-    args.mode, args.cues, args.profile, args.substring_cues = "relay", None, None, False
-    args.speculative = "off"
-    engine = _engine_from_args(args)
     texts = [p["problem"] for p in load_problems(data_file("gsm8k"), 40)]
     tokens = engine.large.tokenize("\n\n".join(texts).encode("utf-8"))
     console = Console()
@@ -300,11 +296,11 @@ def print_costs(args) -> int:
     for role, c in costs.items():
         t.add_row(role, *(f"{1000 * c.call(n):.1f}" for n in (1, 5, 16, 64, 256)))
     console.print(t)
-    w = Table(title=f"predicted relay speedup ({args.tokens}-token answers, {args.segment_tokens:g}-token small sentences)")
+    w = Table(title=f"predicted relay speedup ({answer_tokens}-token answers, {segment_tokens:g}-token small sentences)")
     w.add_column("large-model share")
     w.add_column("predicted speedup")
     for share in (0.9, 0.8, 0.7, 0.6, 0.5):
-        w.add_row(f"{share:.0%}", f"{relay_what_if(costs['large'], costs['small'], share, args.tokens, args.segment_tokens):.2f}x")
+        w.add_row(f"{share:.0%}", f"{relay_what_if(costs['large'], costs['small'], share, answer_tokens, segment_tokens):.2f}x")
     console.print(w)
     console.print(f"decode cost ratio small/large: {costs['small'].decode / costs['large'].decode:.2f} "
                   "(relaying can only pay when this is well below 1 and hand-offs are cheap)")

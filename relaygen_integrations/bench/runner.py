@@ -21,7 +21,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..math_tasks import answers_match, last_boxed, load_problems, math_prompt
 from .costs import call_sizes, measure
-from .methods import MethodRunner, parse_methods
+from .methods import DEFAULT_METHODS, MethodRunner, parse_methods
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "evals" / "data"
 DATASETS = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "aime2024": "aime2024.jsonl",
@@ -48,7 +48,7 @@ def data_file(name: str) -> Path:
 @dataclass
 class BenchSettings:
     dataset: str = "gsm8k"
-    methods: str = "large,small,relay,relay-all,large+draft"
+    methods: str = DEFAULT_METHODS
     start: int = 0
     limit: int | None = None
     samples: int = 1
