@@ -26,8 +26,10 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--small", help="override the small model: registry name or GGUF path (hf: also a model directory)")
     g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "hf", "openai"],
                    help="llamacpp (GGUF, default), hf (transformers + torch) or openai (two completion servers)")
-    g.add_argument("--n-ctx", type=int, default=4096, help="context window per model (default: 4096)")
-    g.add_argument("--threads", type=int, default=None, help="CPU threads per model (default: all cores, up to 8)")
+    g.add_argument("--n-ctx", type=int, default=None,
+                   help="context window per model (default: 4096; openai: the prompt limit checked locally, 32768)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="llamacpp, hf: CPU threads per model (default: all cores, up to 8)")
     g.add_argument("--gpu-layers", type=int, default=None, help="llamacpp: layers to offload to the GPU (-1: all)")
     g.add_argument("--device", default=None, help="hf: cpu, cuda, mps or auto (default: auto)")
     g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="hf: weight dtype (default: float32)")
@@ -106,7 +108,8 @@ def _engine_from_args(args, mode: str | None = None, use_cues: bool = True):
                      **_backend_options(args))
 
 
-_BACKEND_FLAGS = {"gpu_layers": ("llamacpp", "--gpu-layers"), "device": ("hf", "--device"),
+_BACKEND_FLAGS = {"threads": ("llamacpp hf", "--threads"), "gpu_layers": ("llamacpp", "--gpu-layers"),
+                  "device": ("hf", "--device"),
                   "dtype": ("hf", "--dtype"), "large_url": ("openai", "--large-url"),
                   "small_url": ("openai", "--small-url"), "chat_template": ("openai", "--chat-template"),
                   "api_key": ("openai", "--api-key")}
@@ -115,13 +118,14 @@ _BACKEND_FLAGS = {"gpu_layers": ("llamacpp", "--gpu-layers"), "device": ("hf", "
 def _backend_options(args) -> dict:
     """The options the chosen backend takes; a flag meant for another backend is an error, not ignored."""
     for attr, (backend, flag) in _BACKEND_FLAGS.items():
-        if getattr(args, attr, None) is not None and args.backend != backend:
-            raise RelayGenError(f"{flag} is for --backend {backend}, not {args.backend}")
+        if getattr(args, attr, None) is not None and args.backend not in backend.split():
+            raise RelayGenError(f"{flag} is for --backend {backend.replace(' ', ' or ')}, not {args.backend}")
     if args.backend == "openai":
         import os
 
-        return {"chat_template": args.chat_template, "api_key": args.api_key or os.environ.get("RELAYGEN_API_KEY")}
-    options = {"n_ctx": args.n_ctx, "n_threads": args.threads}
+        return {"chat_template": args.chat_template, "api_key": args.api_key or os.environ.get("RELAYGEN_API_KEY"),
+                **({"n_ctx": args.n_ctx} if args.n_ctx is not None else {})}
+    options = {"n_ctx": 4096 if args.n_ctx is None else args.n_ctx, "n_threads": args.threads}
     if args.backend == "hf":
         return {**options, "device": args.device or "auto", "dtype": args.dtype or "float32",
                 "progress": sys.stderr.isatty() and not getattr(args, "json", False)}

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from ..core.sampling import Sampler
+from ..speculative.draft import AdaptiveDrafter
 from ..speculative.verify import verify_draft
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend, check_gguf_header, check_local_options, unloadable_gguf
@@ -211,7 +212,7 @@ class LlamaCppBackend(Backend):
         accepted = verify_draft(sampler, rows, draft)
         self.drafted_tokens += len(draft)
         self.accepted_draft_tokens += len(accepted) - 1
-        if hasattr(self.drafter, "feedback"):
+        if isinstance(self.drafter, AdaptiveDrafter):
             self.drafter.feedback(len(draft), len(accepted) - 1)
         self._plan = list(context) + accepted
         return accepted[0]
@@ -220,7 +221,7 @@ class LlamaCppBackend(Backend):
         super().reset()
         self.llm.reset()
         self._plan = []
-        if self.drafter is not None and hasattr(self.drafter, "reset"):
+        if isinstance(self.drafter, AdaptiveDrafter):
             self.drafter.reset()  # a fresh draft context per request: same request, same drafts
 
     def close(self) -> None:

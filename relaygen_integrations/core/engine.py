@@ -27,7 +27,7 @@ from .sampling import Sampler, SamplingParams
 from .sentences import ends_on_open_mark, find_sentence_end
 
 if TYPE_CHECKING:
-    from ..backends.base import Backend
+    from .backend import Backend
 
 # What both chat templates must render alike for one model to continue the other's text. No system
 # message: some templates refuse one (and a pair is about continuing the assistant turn anyway).

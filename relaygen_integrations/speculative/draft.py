@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 from llama_cpp.llama_speculative import LlamaDraftModel, LlamaPromptLookupDecoding
 
 if TYPE_CHECKING:
     from ..backends.llamacpp import LlamaCppBackend
+
+
+@runtime_checkable
+class AdaptiveDrafter(Protocol):
+    """What a drafter may add to llama-cpp-python's one-method ``LlamaDraftModel``: it hears how each of
+    its drafts fared, and forgets everything at a new request (so a request drafts the same whatever ran
+    before it). Prompt lookup has neither; ``DraftModel`` has both."""
+
+    def feedback(self, drafted: int, accepted: int) -> None: ...
+
+    def reset(self) -> None: ...
 
 
 class DraftModel(LlamaDraftModel):

@@ -187,3 +187,11 @@ def test_bad_speculative_settings(tiny, tiny_models):
         load_pair("smollm2-135m-self", speculative="draft", draft_max=0)
     with pytest.raises(ConfigError, match="speculative must be"):
         load_pair("smollm2-135m-self", speculative="fast")
+
+
+def test_drafters_declare_feedback_and_reset_on_a_protocol(tiny):
+    from relaygen_integrations.speculative.draft import AdaptiveDrafter
+
+    target, _ = tiny
+    assert isinstance(DraftModel(LlamaCppBackend(target, n_ctx=64, n_threads=1, chat_format="raw")), AdaptiveDrafter)
+    assert not isinstance(prompt_lookup(3), AdaptiveDrafter)  # plain LlamaDraftModel: neither hook
