@@ -1,24 +1,24 @@
-"""The protocol every backend implements, and the bookkeeping they all share.
+"""The base of backends that hold a model and its KV cache (the engine's seam is ``core/backend.py``).
 
 A backend is one model with one KV cache. The engine tells it which token sequence its context
 should hold (``sync``); the backend evaluates only the tokens it has not seen, after rolling back to
 the longest common prefix if the context changed (a new request). It then exposes next-token
 logits; sampling and margins are computed from those in ``core``, identically for all backends.
+Teacher-forced scoring is a separate capability (``scoring.py``) that in-process backends mix in.
 
-To add a backend, subclass ``Backend`` and implement the abstract methods (about ten lines each for
-a library with a KV cache).
+To add an in-process backend, subclass ``Backend`` and implement the abstract methods (about ten
+lines each for a library with a KV cache).
 """
-
 from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from ..core.sampling import Sampler, probability_margin, probability_margins, target_logprobs
+from ..core.sampling import Sampler
 from ..errors import ConfigError, ModelFileError
 
 GGUF_MAGIC = b"GGUF"
@@ -151,58 +151,6 @@ class Backend(ABC):
         self.tokens.extend(new)
         self.evaluated_tokens += len(new)
         self.eval_calls += 1
-
-    def margin(self) -> float:
-        """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
-        return probability_margin(self.logits())
-
-    def document_start_token(self) -> int:
-        """The token that precedes a text with no context: BOS, or EOS for models without one
-        (as lm-evaluation-harness does), so the first token of a text can be scored too."""
-        raise ConfigError(f"the {self.name} backend cannot score text (no document-start token)")
-
-    def logit_rows(self, context: Sequence[int], first: int, chunk: int = 256) -> Iterator[np.ndarray]:
-        """Teacher forcing: blocks of next-token logits, in order, for the positions that predict
-        ``context[first:]`` (one row per token). The KV cache keeps what it shares with ``context``,
-        so several continuations of one context evaluate the context once."""
-        if not 0 < first < len(context) <= self.n_ctx:
-            raise ValueError(f"need 0 < first < len(context) <= n_ctx, got first={first}, len={len(context)}")
-        self.sync(context[:first])
-        yield self.logits()[None, :]
-        for pos in range(first, len(context) - 1, chunk):
-            yield self._decode_rows(context[pos: min(len(context) - 1, pos + chunk)])
-
-    def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
-        """Append ``tokens`` to the KV cache; return the logits after each. Backends override this with
-        one batched evaluation; this fallback evaluates token by token."""
-        rows = []
-        for t in tokens:
-            self._evaluate([t])
-            self._record([t])
-            rows.append(self.logits())
-        return np.stack(rows)
-
-    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
-        """Teacher forcing from an empty cache: the margin of the distribution that predicts each of
-        ``context[first:]`` (calibration)."""
-        if not 0 < first <= len(context):
-            raise ValueError("first must be in 1..len(context)")
-        if first == len(context):
-            return np.zeros(0)
-        self.reset()
-        return np.concatenate([probability_margins(rows) for rows in self.logit_rows(context, first, chunk)])
-
-    def token_logprobs(self, context: Sequence[int], first: int) -> tuple[np.ndarray, np.ndarray]:
-        """For each of ``context[first:]``: its log-probability given what precedes it, and whether it
-        was the most likely token (lm-evaluation-harness's loglikelihood contract)."""
-        targets = np.asarray(context[first:])
-        logprobs, greedy, done = [], [], 0
-        for rows in self.logit_rows(context, first):
-            lp, top = target_logprobs(rows, targets[done: done + len(rows)])
-            logprobs.append(lp)
-            greedy.append(top)
-            done += len(rows)
-        return np.concatenate(logprobs), np.concatenate(greedy)
 
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""

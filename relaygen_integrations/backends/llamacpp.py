@@ -16,6 +16,7 @@ from ..speculative.draft import AdaptiveDrafter
 from ..speculative.verify import verify_draft
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend, check_gguf_header, check_local_options, unloadable_gguf
+from .scoring import Scoring
 
 try:
     import llama_cpp
@@ -56,7 +57,7 @@ def _weights_outside_extra_buffers():
             module.llama_model_default_params = original
 
 
-class LlamaCppBackend(Backend):
+class LlamaCppBackend(Scoring, Backend):
     """One GGUF model with its own llama.cpp context (and so its own KV cache).
 
     ``flash_attn``: llama.cpp's flash attention. llama.cpp's batched kernels round differently from

@@ -256,14 +256,6 @@ class OpenAIBackend(Backend):
             return "\n\n".join(m["content"] for m in messages)
         return self.template.render(messages)
 
-    def logit_rows(self, context: Sequence[int], first: int, chunk: int = 256) -> Iterator[np.ndarray]:
-        raise ConfigError("scoring text (calibration margins, loglikelihood) needs every position's "
-                          "distribution, which this backend does not request from servers: use the llamacpp "
-                          "or hf backend on the same weights")
-
-    def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
-        return np.concatenate(list(self.logit_rows(context, first)))
-
     def sync(self, context: Sequence[int]) -> int:
         raise ConfigError("a server backend samples on the server: use next_token, not sync/logits")
 

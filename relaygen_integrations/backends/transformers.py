@@ -11,6 +11,7 @@ import numpy as np
 
 from ..errors import ConfigError, ModelNotFoundError
 from .base import Backend, check_gguf_header, check_local_options, unloadable_gguf
+from .scoring import Scoring
 
 try:
     import torch
@@ -50,7 +51,7 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
-class TransformersBackend(Backend):
+class TransformersBackend(Scoring, Backend):
     """One transformers causal LM with its own ``DynamicCache``, cropped on rollback.
 
     ``model_path``: a model directory, or a ``.gguf`` file (transformers dequantises it, so the

@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..backends.scoring import require_scoring
 from ..core.cues import REFERENCE_CANDIDATES, MatchMode, validate_cues
 from ..core.engine import RelayEngine
 from ..core.sampling import SamplingParams
@@ -47,6 +48,7 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     """Run the whole calibration and write the profile JSON (atomically) and its plot. Returns the profile."""
     out = Path(out)
     check_writable(out)
+    require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
     data_path = resolve_data(data)
     if start < 0 or problems <= 0 or samples <= 0:
         raise ConfigError("--start must be >= 0, --problems and --samples > 0")

@@ -29,6 +29,7 @@ from ..core.engine import RelayConfig, RelayEngine
 from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError, ContextWindowError, RelayGenError
+from ..backends.scoring import require_scoring
 from .model_args import parse_model_args
 
 def _under_lm_eval_cli() -> bool:
@@ -167,6 +168,7 @@ class RelayGenLM(LM):
 
     @_one_line_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        require_scoring(self.scorer, "loglikelihood (multiple-choice tasks)")
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         # requests that share a context run back to back: the KV cache keeps the context between them
         order = sorted(range(len(requests)), key=lambda i: (_context_key(requests[i].args[0]), requests[i].args[1]))
@@ -184,6 +186,7 @@ class RelayGenLM(LM):
         takes ``(logprob, False)``. The request's own shape says which contract applies."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
+        require_scoring(self.scorer, "loglikelihood_rolling (perplexity tasks)")
         out: list = []
         start = self.scorer.document_start_token()
         for req in tqdm(requests, desc="relaygen loglikelihood_rolling", disable=disable_tqdm or not self.progress):

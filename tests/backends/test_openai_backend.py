@@ -135,3 +135,25 @@ def test_a_requests_seed_and_id_table_do_not_depend_on_what_the_backend_served_b
         run(used, f"Prompt number {i} was about mountains")
     assert run(used, "The river runs") == seed
     assert not any(b"Prompt number" in piece for piece in used._pieces)  # earlier requests are gone
+
+
+def test_scoring_is_a_capability_checked_once_before_any_work(smollm2_path, smollm2_servers, tmp_path):
+    """A server backend cannot score text: lm-eval's loglikelihood and calibration say so in one line,
+    before generating anything (calibration used to write every trace first)."""
+    pytest.importorskip("lm_eval")
+    from lm_eval_requests import request
+
+    from relaygen_integrations.backends.scoring import Scoring
+    from relaygen_integrations.calibration.run import calibrate
+    from relaygen_integrations.integrations.lm_eval import RelayGenLM
+
+    large, small = (OpenAIBackend(url, chat_template=smollm2_path) for url in smollm2_servers)
+    assert not isinstance(large, Scoring) and isinstance(LlamaCppBackend(smollm2_path, n_ctx=64), Scoring)
+    engine = RelayEngine(large, small, ANY_LETTER)
+    lm = RelayGenLM(engine=engine, progress=False)
+    with pytest.raises(ConfigError, match=r"loglikelihood \(multiple-choice tasks\) needs every position's "
+                                          r"distribution, which the openai backend does not give"):
+        lm.loglikelihood([request("loglikelihood", "Question: 2+2?\nAnswer:", " 4")])
+    with pytest.raises(ConfigError, match=r"^calibration .* openai backend"):
+        calibrate(engine, data="gsm8k", out=tmp_path / "profile.json", problems=1, samples=1, progress=False)
+    assert large.requests == small.requests == 0 and not list(tmp_path.iterdir())
