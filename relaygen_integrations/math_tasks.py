@@ -15,17 +15,21 @@ def math_prompt(problem: str) -> str:
     return f"{problem}\n{MATH_INSTRUCTION}"
 
 
+def box_content(text: str) -> tuple[str, bool]:
+    """What stands in a box whose ``\\boxed{`` opened just before ``text`` (braces balanced), and whether
+    the box was closed."""
+    depth = 1
+    for i, ch in enumerate(text):
+        depth += {"{": 1, "}": -1}.get(ch, 0)
+        if depth == 0:
+            return text[:i], True
+    return text, False
+
+
 def last_boxed(text: str) -> str | None:
     """Content of the last \\boxed{...}, braces balanced; None when there is none."""
     start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 1, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j]
-    return text[i:]
+    return None if start < 0 else box_content(text[start + len("\\boxed{"):])[0]
 
 
 def load_problems(path: str | Path, limit: int | None = None) -> list[dict]:

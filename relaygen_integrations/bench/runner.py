@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..math_tasks import answers_match, last_boxed, load_problems, math_prompt
+from ..math_tasks import answers_match, box_content, last_boxed, load_problems, math_prompt
 from .costs import call_sizes, measure
 from .methods import DEFAULT_METHODS, MethodRunner, parse_methods
 
@@ -161,17 +161,6 @@ class _Writer:
         self.f.close()
 
 
-def _box_content(answer_text: str) -> tuple[str, bool]:
-    """What the answer stage put in the box the reasoning-end marker ``\\boxed{`` opened (braces
-    balanced), and whether the box was closed."""
-    depth = 1
-    for i, ch in enumerate(answer_text):
-        depth += {"{": 1, "}": -1}.get(ch, 0)
-        if depth == 0:
-            return answer_text[:i], True
-    return answer_text, False
-
-
 def _answer_on_trace(engine, prompt: str, reasoning: str, params) -> tuple[str, float]:
     """The answer ``engine`` (one model alone) writes after another model's reasoning: it continues the
     rendered prompt plus the reasoning, and is stopped as soon as the box closes."""
@@ -181,11 +170,11 @@ def _answer_on_trace(engine, prompt: str, reasoning: str, params) -> tuple[str, 
     try:
         for event in stream:
             text += event.text
-            if event.kind == "text" and _box_content(text)[1]:
+            if event.kind == "text" and box_content(text)[1]:
                 break  # the box is closed: that is the whole answer
     finally:
         stream.close()
-    return _box_content(text)[0], time.perf_counter() - t0
+    return box_content(text)[0], time.perf_counter() - t0
 
 
 def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console=None) -> Path:
@@ -347,7 +336,7 @@ def answer_stage(answerer, problem: dict, record: dict, params) -> dict | None:
     if record["reasoning_chars"] >= len(text) and not text.endswith("\\boxed{"):
         return None  # no answer stage: the large model never opened a box
     reasoning, answer = text[:record["reasoning_chars"]], text[record["reasoning_chars"]:]
-    large_answer = _box_content(answer)[0]
+    large_answer = box_content(answer)[0]
     small_answer, seconds = _answer_on_trace(answerer, math_prompt(problem["problem"]), reasoning, params)
     agree = bool(large_answer.strip()) and bool(small_answer.strip()) and (
         large_answer.strip() == small_answer.strip() or answers_match(f"\\boxed{{{small_answer}}}", large_answer))

@@ -218,10 +218,10 @@ class AnswerStage:
 def answer_stage(results: Results) -> AnswerStage | None:
     """The answer-stage experiment over large-only traces. A trace whose box the large model never closed
     (the budget ran out in the reasoning or in the box) has no large-model answer to compare with."""
-    from .runner import _box_content
+    from ..math_tasks import box_content
 
     rows = [(s, s["answer_stage"]) for s in results.samples if s["method"] == "large" and s.get("answer_stage")]
-    finished = [(s, a) for s, a in rows if _box_content(s["text"][s["reasoning_chars"]:])[1]]
+    finished = [(s, a) for s, a in rows if box_content(s["text"][s["reasoning_chars"]:])[1]]
     if not finished:
         return None
     return AnswerStage(len(finished), sum(a["agree"] for _, a in finished),

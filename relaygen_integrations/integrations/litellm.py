@@ -34,6 +34,7 @@ from ..core.engine import RelayEngine  # noqa: E402
 from ..core.events import RelayResult, RelayStats  # noqa: E402
 from ..core.sampling import SamplingParams  # noqa: E402
 from ..errors import ConfigError, ContextWindowError, ModelNotFoundError, RelayGenError, ServerError  # noqa: E402
+from .async_stream import in_thread  # noqa: E402
 from .litellm_routing import check_pair_names  # noqa: E402
 
 PROVIDER = "relaygen"
@@ -160,7 +161,7 @@ class RelayGenProvider(CustomLLM):
         """LiteLLM calls this in a worker thread (so loading may block) and iterates the result on its
         event loop; generation runs in a thread of its own that stops when the stream is cancelled."""
         chunks = self.streaming(model, messages, optional_params, litellm_params)
-        return _in_thread(chunks)
+        return in_thread(chunks)
 
     # --- helpers ------------------------------------------------------------------------------
     def _engine(self, model: str) -> _Engine:
@@ -331,52 +332,6 @@ def _usage(stats: RelayStats) -> Any:
                          relay={"large_tokens": stats.large.generated_tokens, "small_tokens": stats.small.generated_tokens,
                                 "large_share": round(stats.large_share, 4), "switches": stats.switches,
                                 "seconds": round(stats.wall_seconds, 3)})
-
-
-async def _in_thread(chunks: Iterator[ModelResponseStream]) -> AsyncIterator[ModelResponseStream]:
-    """Drive a blocking chunk iterator from a thread; cancelling or closing this stream closes it.
-    The thread makes the next chunk only when the consumer asks for it (back-pressure, as a sync stream
-    has), so a slow reader never piles up chunks and a cancelled one stops the model within a token."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-    wanted, stop = threading.Event(), threading.Event()
-
-    def post(item) -> None:
-        try:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-        except RuntimeError:  # the event loop is gone
-            stop.set()
-
-    def work() -> None:
-        try:
-            while True:
-                wanted.wait()
-                wanted.clear()
-                if stop.is_set():
-                    break
-                chunk = next(chunks, None)
-                if chunk is None:
-                    break
-                post(("chunk", chunk))
-        except BaseException as e:  # handed to the consumer
-            post(("error", e))
-        finally:
-            chunks.close()  # type: ignore[attr-defined]
-            post(("end", None))
-
-    threading.Thread(target=work, name="relaygen-stream", daemon=True).start()
-    try:
-        while True:
-            wanted.set()
-            kind, item = await queue.get()
-            if kind == "end":
-                return
-            if kind == "error":
-                raise item
-            yield item
-    finally:
-        stop.set()
-        wanted.set()
 
 
 @contextmanager

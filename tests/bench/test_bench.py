@@ -12,7 +12,8 @@ import pytest
 from relaygen_integrations.bench.costs import UnitCosts, call_sizes, relay_what_if
 from relaygen_integrations.bench.methods import parse_methods
 from relaygen_integrations.bench.report import _command
-from relaygen_integrations.bench.runner import BenchSettings, _box_content, data_file, read_records, recorded_settings
+from relaygen_integrations.bench.runner import BenchSettings, data_file, read_records, recorded_settings
+from relaygen_integrations.math_tasks import box_content
 from relaygen_integrations.bench.summary import load_results, sign_test, summarise, wilson
 from relaygen_integrations.errors import ConfigError
 from busy_cues import ANY_LETTER_FILE
@@ -88,7 +89,7 @@ def test_answer_stage_compares_small_and_large_answers_on_the_same_trace(bench_r
         stage = s["answer_stage"]
         assert stage is not None, "the reserve guarantees an answer stage"
         answer = s["text"][s["reasoning_chars"]:]
-        assert stage["large"] == _box_content(answer)[0]
+        assert stage["large"] == box_content(answer)[0]
         if stage["large"].strip() == stage["small"].strip() != "":
             assert stage["agree"]
         if not stage["large"].strip() or not stage["small"].strip():
@@ -287,5 +288,5 @@ def test_a_servers_api_key_is_not_written_into_the_results():
 
 
 def test_box_content_reads_the_box_the_marker_opened():
-    assert _box_content("\\frac{1}{2}} and later \\boxed{3}") == ("\\frac{1}{2}", True)
-    assert _box_content("12") == ("12", False)
+    assert box_content("\\frac{1}{2}} and later \\boxed{3}") == ("\\frac{1}{2}", True)
+    assert box_content("12") == ("12", False)
