@@ -135,7 +135,7 @@ class RelayEngine:
             ids = backend.prompt_tokens(prompt_text)
             if len(ids) + 1 > backend.n_ctx:
                 raise ContextWindowError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
-                                  f"context window of {backend.n_ctx} tokens")
+                                         f"context window of {backend.n_ctx} tokens")
             out[role] = ids
         return out
 
