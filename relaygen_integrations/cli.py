@@ -207,9 +207,9 @@ def cmd_generate(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .math_tasks import answers_match, load_problems, math_prompt
+    from .math_tasks import answers_match, data_file, load_problems, math_prompt
 
-    data = Path(args.data)
+    data = data_file(args.data)
     problems = load_problems(data, limit=args.index + 1)
     if args.index >= len(problems):
         raise RelayGenError(f"{data} has only {len(problems)} problems")
@@ -275,14 +275,14 @@ def cmd_models(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibration.run import calibrate, check_writable, resolve_data
+    from .calibration.run import calibrate, check_writable
+    from .math_tasks import data_file
     from .core.sampling import SamplingParams
     from .registry import Registry, model_path
 
     out = Path(args.out)
     check_writable(out)  # fail before loading models
-    if not resolve_data(args.data).is_file():
-        raise RelayGenError(f"data file not found: {args.data}")
+    data_file(args.data)  # a missing file or unknown data set fails before models load
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_tokens=args.max_tokens, seed=args.seed).validated()
     candidates = args.cues
@@ -314,7 +314,8 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_bench_run(args) -> int:
-    from .bench.runner import BenchSettings, DATASETS, run_bench
+    from .bench.runner import BenchSettings, run_bench
+    from .math_tasks import DATASETS
 
     max_tokens = args.max_tokens or (512 if args.data == "gsm8k" else 2048)
     settings = BenchSettings(
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="solve one GSM8K problem with the default pair, greedy")
     d.add_argument("--index", type=int, default=0, help="problem index in the data file (default: 0)")
-    d.add_argument("--data", default=str(Path(__file__).resolve().parent.parent / "evals" / "data" / "gsm8k_test.jsonl"))
+    d.add_argument("--data", default="gsm8k", help="a data set name or JSONL file (default: gsm8k)")
     _add_engine_options(d, temperature=0.0)
     d.set_defaults(func=cmd_demo)
 

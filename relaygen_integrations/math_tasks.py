@@ -32,6 +32,28 @@ def last_boxed(text: str) -> str | None:
     return None if start < 0 else box_content(text[start + len("\\boxed{"):])[0]
 
 
+DATA_DIR = Path(__file__).resolve().parents[1] / "evals" / "data"  # vendored, with provenance (a clone's)
+DATASETS = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "aime2024": "aime2024.jsonl",
+            "aime2025": "aime2025.jsonl", "amc23": "amc23.jsonl"}
+
+
+def data_file(name: str | Path) -> Path:
+    """A vendored data set by name (gsm8k, math500, aime2024, aime2025, amc23) or a JSONL path: the one
+    place that knows where the data lives (bench, calibration, demo and the lm-eval tasks use it)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    if str(name) in DATASETS:
+        path = DATA_DIR / DATASETS[str(name)]
+        if path.is_file():
+            return path
+        raise ConfigError(f"data set {name!r} is in evals/data/ of the source tree ({path} not found): "
+                          "run from a clone, or pass the JSONL file's path")
+    if path.suffix or len(path.parts) > 1:
+        raise ConfigError(f"data file not found: {path}")
+    raise ConfigError(f"unknown data set {str(name)!r}: use {', '.join(DATASETS)} or a JSONL file (id, problem, answer)")
+
+
 def load_problems(path: str | Path, limit: int | None = None) -> list[dict]:
     """Read a benchmark JSONL file (fields id, problem, answer)."""
     path = Path(path)

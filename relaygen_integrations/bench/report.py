@@ -283,7 +283,7 @@ def print_costs(engine, answer_tokens: int, segment_tokens: float) -> int:
 
     from ..math_tasks import load_problems
     from .costs import measure, relay_what_if
-    from .runner import data_file
+    from ..math_tasks import data_file
 
     texts = [p["problem"] for p in load_problems(data_file("gsm8k"), 40)]
     tokens = engine.large.tokenize("\n\n".join(texts).encode("utf-8"))

@@ -19,30 +19,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..math_tasks import answers_match, box_content, last_boxed, load_problems, math_prompt
+from ..math_tasks import DATASETS, answers_match, box_content, data_file, last_boxed, load_problems, math_prompt
 from .costs import call_sizes, measure
 from .methods import DEFAULT_METHODS, MethodRunner, parse_methods
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "evals" / "data"
-DATASETS = {"gsm8k": "gsm8k_test.jsonl", "math500": "math500.jsonl", "aime2024": "aime2024.jsonl",
-            "aime2025": "aime2025.jsonl", "amc23": "amc23.jsonl"}
 # settings a resumed run must share with the file it appends to (methods, limit and samples may grow)
 RESUME_KEYS = ("pair", "large", "small", "backend", "dataset", "max_tokens", "temperature", "top_p", "top_k",
                "seed", "draft_max", "answer_reserve_tokens")
-
-
-def data_file(name: str) -> Path:
-    """A data set name (gsm8k, math500, aime2024, aime2025, amc23) or a JSONL path."""
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    if name in DATASETS:
-        path = DATA_DIR / DATASETS[name]
-        if path.is_file():
-            return path
-        raise ConfigError(f"data set {name!r} is in evals/data/ of the source tree ({path} not found): "
-                          "run from a clone, or pass the JSONL file's path")
-    raise ConfigError(f"unknown data set {name!r}: use {', '.join(DATASETS)} or a JSONL file (id, problem, answer)")
 
 
 @dataclass

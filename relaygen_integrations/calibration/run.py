@@ -14,22 +14,12 @@ from ..core.cues import REFERENCE_CANDIDATES, MatchMode, validate_cues
 from ..core.engine import RelayEngine
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError
-from ..math_tasks import load_problems, math_prompt
+from ..math_tasks import data_file, load_problems, math_prompt
 from ..registry import sha256_file
 from .margins import teacher_force
 from .plot import plot_cue_table
 from .table import cue_table, select_cues
 from .traces import generate_traces
-
-DATA_NAMES = {"gsm8k": "gsm8k_test.jsonl"}
-
-
-def resolve_data(data: str | Path) -> Path:
-    """A data file path, or a vendored data set name (``gsm8k``)."""
-    if str(data) in DATA_NAMES:
-        return Path(__file__).resolve().parents[2] / "evals" / "data" / DATA_NAMES[str(data)]
-    return Path(data)
-
 
 def check_writable(path: Path) -> None:
     path = path.resolve()
@@ -49,7 +39,7 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     out = Path(out)
     check_writable(out)
     require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
-    data_path = resolve_data(data)
+    data_path = data_file(data)
     if start < 0 or problems <= 0 or samples <= 0:
         raise ConfigError("--start must be >= 0, --problems and --samples > 0")
     chosen = load_problems(data_path, start + problems)[start:]
