@@ -281,9 +281,8 @@ def print_costs(engine, answer_tokens: int, segment_tokens: float) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..math_tasks import load_problems
+    from ..math_tasks import data_file, load_problems
     from .costs import measure, relay_what_if
-    from ..math_tasks import data_file
 
     texts = [p["problem"] for p in load_problems(data_file("gsm8k"), 40)]
     tokens = engine.large.tokenize("\n\n".join(texts).encode("utf-8"))
