@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import threading
 from contextlib import contextmanager, nullcontext
@@ -30,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 _PARAMS_LOCK = threading.Lock()
 
 
+@functools.cache
 def amx_build() -> bool:
     """Whether this llama.cpp build runs matrix products on AMX, whose kernels segfault in batched
     evaluation on some AMX CPUs (llama.cpp#20824; seen here with a native build on a Sapphire Rapids VM)."""

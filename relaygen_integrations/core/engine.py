@@ -226,7 +226,7 @@ class _Run:
                 self.segments.append(Segment(role, self.stage))
             self.segments[-1].text += delta
         if self.segments and self.segments[-1].model == role:
-            self.segments[-1].tokens += 1 + self.uncounted.pop(role, 0)
+            self.segments[-1].tokens += 1 + (self.uncounted.pop(role, 0) if self.uncounted else 0)
         else:  # no text yet (a character still incomplete): counted with the segment its text opens
             self.uncounted[role] = self.uncounted.get(role, 0) + 1
         return delta
