@@ -30,7 +30,7 @@ def max_batch_difference(path, flash_attn: bool, threads: int, batch: int = 10) 
         single.append(b.logits())
     b.reset()
     b.sync(ids[:start])
-    rows = b._decode_rows(ids[start:])
+    rows = b.evaluate_rows(ids[start:])
     b.close()
     return float(max(np.abs(rows[j] - single[j]).max() for j in range(batch)))
 

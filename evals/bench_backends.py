@@ -74,7 +74,7 @@ def _greedy(backend, prompt_ids: list[int], params: SamplingParams) -> list[int]
     backend.reset()
     context, sampler = list(prompt_ids), Sampler(params.validated())
     for _ in range(params.max_tokens):
-        token = backend.next_token(context, sampler)
+        token = backend.next_token(context, sampler).token
         if backend.is_end_of_generation(token):
             break
         context.append(token)
@@ -82,7 +82,7 @@ def _greedy(backend, prompt_ids: list[int], params: SamplingParams) -> list[int]
 
 
 def relay_timing(problems, max_tokens: int, threads: int, backends: list[str], console) -> list[dict]:
-    from relaygen_integrations.backends.local_server import llama_server
+    from relaygen_integrations.testing import llama_server
 
     reg = Registry.load()
     pair = reg.pair(None)

@@ -16,7 +16,7 @@ _HOME = {
     "RelayConfig": ".core.config", "RelayEngine": ".core.engine",
     "RelayEvent": ".core.events", "RelayResult": ".core.events", "RelayStats": ".core.events",
     "Segment": ".core.events", "CueProfile": ".core.profile", "load_profile": ".core.profile",
-    "SamplingParams": ".core.sampling", "load_pair": ".loader",
+    "SamplingParams": ".core.sampling", "load_pair": ".loader", "RelaySpec": ".options",
     "ConfigError": ".errors", "ContextWindowError": ".errors", "FetchError": ".errors",
     "ModelFileError": ".errors", "ModelNotFoundError": ".errors", "RelayGenError": ".errors", "ServerError": ".errors",
 }
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .errors import (ConfigError, ContextWindowError, FetchError, ModelFileError, ModelNotFoundError,
                          RelayGenError, ServerError)
     from .loader import load_pair
+    from .options import RelaySpec
 
 
 def __getattr__(name: str):

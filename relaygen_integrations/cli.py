@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .cli_options import (add_cue_options, add_engine_options, add_model_options, add_sampling_options,
+                          backend_options, engine_from_args, flag, params_from_args)
 from .errors import RelayGenError
 
 COLOURS = {"large": "cyan", "small": "magenta", "forced": "dim"}
@@ -17,126 +19,6 @@ def _console(stderr: bool = False):
     from rich.console import Console
 
     return Console(stderr=stderr, highlight=False)
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("models")
-    g.add_argument("--pair", help="registry pair (default: the registry's default pair)")
-    g.add_argument("--large", help="override the large model: registry name or GGUF path (hf: also a model directory)")
-    g.add_argument("--small", help="override the small model: registry name or GGUF path (hf: also a model directory)")
-    g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "hf", "openai"],
-                   help="llamacpp (GGUF, default), hf (transformers + torch) or openai (two completion servers)")
-    g.add_argument("--n-ctx", type=int, default=None,
-                   help="context window per model (default: 4096; openai: the prompt limit checked locally, 32768)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="llamacpp, hf: CPU threads per model (default: all cores, up to 8)")
-    g.add_argument("--gpu-layers", type=int, default=None, help="llamacpp: layers to offload to the GPU (-1: all)")
-    g.add_argument("--device", default=None, help="hf: cpu, cuda, mps or auto (default: auto)")
-    g.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="hf: weight dtype (default: float32)")
-    g.add_argument("--large-url", help="openai: base URL of the large model's server, e.g. http://host:8000/v1")
-    g.add_argument("--small-url", help="openai: base URL of the small model's server")
-    g.add_argument("--chat-template", help="openai: chat template source (GGUF, tokenizer_config.json or Jinja); "
-                                           "default: the registry model's GGUF if fetched")
-    g.add_argument("--api-key", default=None, help="openai: bearer token (default: $RELAYGEN_API_KEY)")
-
-
-def _add_cue_options(p: argparse.ArgumentParser, what: str) -> None:
-    r = p.add_argument_group("cues")
-    r.add_argument("--cue", action="append", dest="cues", metavar="CUE", help=f"{what} (repeat for several)")
-    r.add_argument("--substring-cues", action="store_true",
-                   help="match cues as plain substrings (the reference's behaviour; for ablations)")
-
-
-def _add_relay_options(p: argparse.ArgumentParser) -> None:
-    r = p.add_argument_group("relay")
-    r.add_argument("--mode", choices=["relay", "large", "small"], default="relay",
-                   help="relay (default), or one model alone as a baseline")
-    r.add_argument("--profile", help="cue profile: paper-qwen3, all-candidates, or a profile JSON file")
-    r.add_argument("--answer-model", choices=["small", "large"], default="small",
-                   help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
-    r.add_argument("--min-large-tokens", type=int, default=5, help="large-model tokens before a cue may fire")
-    r.add_argument("--reasoning-end", help="reasoning-end marker (default: the model's, from the registry)")
-    r.add_argument("--answer-reserve", type=int, default=0,
-                   help="tokens kept for the answer stage if reasoning exhausts the budget (default: 0)")
-
-
-def _add_sampling_options(p: argparse.ArgumentParser, temperature: float | None = 0.6, max_tokens: int = 1024) -> None:
-    s = p.add_argument_group("sampling")
-    s.add_argument("--temperature", type=float, default=temperature, help=f"0 = greedy (default: {temperature})")
-    s.add_argument("--top-p", type=float, default=0.95)
-    s.add_argument("--top-k", type=int, default=20)
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--max-tokens", type=int, default=max_tokens, help=f"budget for both models together (default: {max_tokens})")
-
-
-def _add_speculative_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("speculative decoding (llamacpp)")
-    g.add_argument("--speculative", choices=["auto", "off", "draft", "lookup"], default="auto",
-                   help="draft: the small model drafts the large model's tokens; lookup: prompt lookup; "
-                        "auto (default): draft on a GPU, off on a CPU")
-    g.add_argument("--draft-max", type=int, default=8, help="most tokens per draft (default: 8; adapted to acceptance)")
-    g.add_argument("--draft-model", help="draft model: registry name or GGUF path (default: the pair's small model)")
-
-
-def _add_engine_options(p: argparse.ArgumentParser, temperature: float | None = 0.6) -> None:
-    _add_model_options(p)
-    _add_speculative_options(p)
-    _add_relay_options(p)
-    _add_cue_options(p, "a switch cue; replaces the profile")
-    _add_sampling_options(p, temperature)
-    o = p.add_argument_group("output")
-    o.add_argument("--stream", action="store_true", help="print text as it is generated")
-    o.add_argument("--json", action="store_true", help="print one JSON record instead of coloured text")
-
-
-def _engine_from_args(args, mode: str | None = None, use_cues: bool = True):
-    from .core.engine import RelayConfig
-    from .loader import load_pair  # resolves the profile before it loads any model
-
-    config = RelayConfig(mode=mode or args.mode, min_large_tokens=getattr(args, "min_large_tokens", 5),
-                         answer_model=getattr(args, "answer_model", "small"),
-                         reasoning_end=getattr(args, "reasoning_end", None),
-                         answer_reserve_tokens=getattr(args, "answer_reserve", 0))
-    config.validated()
-    profile = (args.cues or args.profile) if use_cues else None
-    matching = "substring" if use_cues and args.substring_cues else None
-    progress = sys.stderr.isatty() and not getattr(args, "json", False)
-    return load_pair(args.pair, large=args.large, small=args.small, backend=args.backend, profile=profile,
-                     cue_matching=matching, config=config, progress=progress, large_url=args.large_url,
-                     small_url=args.small_url, speculative=getattr(args, "speculative", "off"),
-                     draft_max=getattr(args, "draft_max", 8), draft_model=getattr(args, "draft_model", None),
-                     **_backend_options(args))
-
-
-_BACKEND_FLAGS = {"threads": ("llamacpp hf", "--threads"), "gpu_layers": ("llamacpp", "--gpu-layers"),
-                  "device": ("hf", "--device"),
-                  "dtype": ("hf", "--dtype"), "large_url": ("openai", "--large-url"),
-                  "small_url": ("openai", "--small-url"), "chat_template": ("openai", "--chat-template"),
-                  "api_key": ("openai", "--api-key")}
-
-
-def _backend_options(args) -> dict:
-    """The options the chosen backend takes; a flag meant for another backend is an error, not ignored."""
-    for attr, (backend, flag) in _BACKEND_FLAGS.items():
-        if getattr(args, attr, None) is not None and args.backend not in backend.split():
-            raise RelayGenError(f"{flag} is for --backend {backend.replace(' ', ' or ')}, not {args.backend}")
-    if args.backend == "openai":
-        import os
-
-        return {"chat_template": args.chat_template, "api_key": args.api_key or os.environ.get("RELAYGEN_API_KEY"),
-                **({"n_ctx": args.n_ctx} if args.n_ctx is not None else {})}
-    options = {"n_ctx": 4096 if args.n_ctx is None else args.n_ctx, "n_threads": args.threads}
-    if args.backend == "hf":
-        return {**options, "device": args.device or "auto", "dtype": args.dtype or "float32",
-                "progress": sys.stderr.isatty() and not getattr(args, "json", False)}
-    return {**options, "n_gpu_layers": args.gpu_layers or 0}
-
-
-def _params_from_args(args):
-    from .core.sampling import SamplingParams
-
-    return SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, seed=args.seed,
-                          max_tokens=args.max_tokens).validated()
 
 
 def _print_run(console, engine, prompt: str, params, live: bool):
@@ -159,7 +41,7 @@ def _print_run(console, engine, prompt: str, params, live: bool):
 
 
 def _run(engine, prompt: str, args) -> int:
-    params = _params_from_args(args)
+    params = params_from_args(args)
     console = _console()
     if args.json:
         result = engine.generate(prompt, params)
@@ -197,8 +79,8 @@ def cmd_generate(args) -> int:
     prompt = args.prompt if args.prompt != "-" else sys.stdin.read()
     if not prompt.strip():
         raise RelayGenError("the prompt is empty")
-    _params_from_args(args)  # bad sampling settings fail before models load
-    engine = _engine_from_args(args)
+    params_from_args(args)  # bad sampling settings fail before models load
+    engine = engine_from_args(args)
     if args.math:
         from .math_tasks import math_prompt
 
@@ -217,8 +99,8 @@ def cmd_demo(args) -> int:
     console = _console()
     console.print(f"[bold]GSM8K {problem['id']}[/]: {problem['problem']}\n")
     console.print("[cyan]large model[/] / [magenta]small model[/]\n")
-    params = _params_from_args(args)
-    engine = _engine_from_args(args)
+    params = params_from_args(args)
+    engine = engine_from_args(args)
     result = _print_run(console, engine, math_prompt(problem["problem"]), params, live=True)
     console.print()
     _print_stats(console, result, engine)
@@ -278,7 +160,9 @@ def cmd_calibrate(args) -> int:
     from .calibration.run import calibrate, check_writable
     from .math_tasks import data_file
     from .core.sampling import SamplingParams
-    from .registry import Registry, model_path
+    from .loader import resolve_pair
+    from .options import RelaySpec
+    from .registry import model_path
 
     out = Path(args.out)
     check_writable(out)  # fail before loading models
@@ -290,12 +174,11 @@ def cmd_calibrate(args) -> int:
         from .core.cues import validate_cues
 
         validate_cues(candidates)
-    engine = _engine_from_args(args, mode="large", use_cues=False)
-    reg = Registry.load()
-    pair = reg.pair(args.pair)
-    models = {}
-    for role, override in (("large", args.large), ("small", args.small)):
-        name = override or getattr(pair, role)
+    engine = engine_from_args(args, mode="large", use_cues=False)
+    resolved = resolve_pair(RelaySpec(pair=args.pair, large=args.large, small=args.small))
+    reg, models = resolved.registry, {}
+    for role in ("large", "small"):
+        name = str(getattr(resolved, role))
         path = model_path(reg.model(name)) if name in reg.models else Path(name)
         sha = next((s.get("sha256") for s in reg.model(name).sources if s.get("sha256")), None) \
             if name in reg.models else None
@@ -323,7 +206,7 @@ def cmd_bench_run(args) -> int:
         seed=args.seed, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_tokens=max_tokens,
         answer_reserve_tokens=args.answer_reserve, pair=args.pair, large=args.large, small=args.small,
         backend=args.backend, draft_max=args.draft_max, agreement=not args.no_agreement,
-        costs=not args.no_costs and args.backend != "openai", backend_options=_backend_options(args)).validated()
+        costs=not args.no_costs and args.backend != "openai", backend_options=backend_options(args)).validated(spelled=flag)
     stem = args.data if args.data in DATASETS else Path(args.data).stem
     out = Path(args.out or Path("evals") / "results" / "bench" / f"{stem}.jsonl")
     console = _console(stderr=True)
@@ -344,7 +227,7 @@ def cmd_bench_costs(args) -> int:
     from .bench.report import print_costs
 
     args.mode, args.cues, args.profile, args.substring_cues, args.speculative = "relay", None, None, False, "off"
-    return print_costs(_engine_from_args(args), answer_tokens=args.tokens, segment_tokens=args.segment_tokens)
+    return print_costs(engine_from_args(args), answer_tokens=args.tokens, segment_tokens=args.segment_tokens)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -360,13 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Answer PROMPT with the relay and print who wrote what, then stats.")
     g.add_argument("prompt", help="the prompt text ('-' reads standard input)")
     g.add_argument("--math", action="store_true", help="append the math instruction (answer in \\boxed{})")
-    _add_engine_options(g)
+    add_engine_options(g)
     g.set_defaults(func=cmd_generate)
 
     d = sub.add_parser("demo", help="solve one GSM8K problem with the default pair, greedy")
     d.add_argument("--index", type=int, default=0, help="problem index in the data file (default: 0)")
     d.add_argument("--data", default="gsm8k", help="a data set name or JSONL file (default: gsm8k)")
-    _add_engine_options(d, temperature=0.0)
+    add_engine_options(d, temperature=0.0)
     d.set_defaults(func=cmd_demo)
 
     c = sub.add_parser("calibrate", help="pick a pair's switch cues from the small model's margins",
@@ -380,9 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--traces", help="trace store (default: OUT with .traces.jsonl); reused and resumed")
     c.add_argument("--threshold", type=float, default=0.0, help="select cues with delta > this (default: 0)")
     c.add_argument("--min-occurrences", type=int, default=5, help="occurrences a cue needs (default: 5)")
-    _add_model_options(c)
-    _add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
-    _add_sampling_options(c, max_tokens=512)
+    add_model_options(c)
+    add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
+    add_sampling_options(c, max_tokens=512)
     c.set_defaults(func=cmd_calibrate, seed=0)
 
     b = sub.add_parser("bench", help="benchmark methods for accuracy and speed; report; cost model",
@@ -408,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--no-agreement", action="store_true", help="skip the answer-stage experiment")
     br.add_argument("--no-costs", action="store_true", help="skip measuring the cost model's unit costs")
     br.add_argument("--out", help="results JSONL (default: evals/results/bench/DATA.jsonl)")
-    _add_model_options(br)
+    add_model_options(br)
     br.set_defaults(func=cmd_bench_run)
     bp = bsub.add_parser("report", help="summarise results files into Markdown and plots")
     bp.add_argument("results", nargs="+", help="results JSONL files from `relaygen bench run`")
@@ -420,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     bc = bsub.add_parser("costs", help="measure the pair's costs and predict relay speedups before a benchmark")
     bc.add_argument("--segment-tokens", type=float, default=15.0, help="tokens per small-model sentence (default: 15)")
     bc.add_argument("--tokens", type=int, default=300, help="tokens per answer (default: 300)")
-    _add_model_options(bc)
+    add_model_options(bc)
     bc.set_defaults(func=cmd_bench_costs)
 
     m = sub.add_parser("models", help="list, fetch or locate model files")

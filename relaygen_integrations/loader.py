@@ -1,17 +1,18 @@
-"""From names to a ready engine: registry entries -> fetched files -> backends -> RelayEngine."""
+"""From names to a ready engine: a RelaySpec -> registry entries -> fetched files -> backends -> RelayEngine."""
 
 from __future__ import annotations
 
+import inspect
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from .core.engine import RelayConfig, RelayEngine
+from .backends import backend_class, check_backend_name
+from .core.engine import RelayEngine
 from .errors import ConfigError, ModelFileError, ModelNotFoundError
+from .options import RelaySpec
 from .registry import Registry, fetch, is_fetched, model_path
-
-BACKENDS = ("llamacpp", "hf", "openai")
 
 
 def _model_file(model: str | Path, registry: Registry | None, progress: bool) -> Path:
@@ -42,29 +43,22 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
                  progress: bool = False, **options: Any):
     """A backend for a registry model name or a local model file (llamacpp, hf), or a server URL
     (openai: then ``template_from`` names the registry model whose chat template to use)."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; available: {', '.join(BACKENDS)}")
+    cls = backend_class(check_backend_name(backend))
     if backend == "openai":
-        from .backends.openai import OpenAIBackend
-
         template_from = options.pop("template_from", None)
         if options.get("chat_template") is None and options.get("chat_format") != "raw":
             if template_from is None:
                 raise ConfigError(f"no chat template for the server at {model}: pass chat_template=")
             options["chat_template"] = _template_source(str(template_from), registry)
-        return OpenAIBackend(str(model), **options)
-    from .backends.base import check_local_options
+        return cls(str(model), **options)
+    from .backends.local import check_local_options
 
     check_local_options(options.get("n_ctx"), options.get("n_threads"))  # before any file is fetched
     path = _model_file(model, registry, progress)
+    if "progress" in inspect.signature(cls.__init__).parameters:
+        options.setdefault("progress", progress)
     try:
-        if backend == "hf":
-            from .backends.transformers import TransformersBackend
-
-            return TransformersBackend(path, **options)
-        from .backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(path, **options)
+        return cls(path, **options)
     except ModelFileError as exc:
         if Path(model).expanduser().exists():  # the user's own file: the message says what to do
             raise
@@ -72,35 +66,25 @@ def load_backend(model: str | Path, backend: str = "llamacpp", registry: Registr
                              f"corrupt; run `relaygen models fetch {model}` to verify it and fetch it anew") from exc
 
 
-def load_pair(pair: str | None = None, *, large: str | Path | None = None, small: str | Path | None = None,
-              backend: str = "llamacpp", profile: Any = None, cue_matching: str | None = None,
-              config: RelayConfig | None = None, large_url: str | None = None, small_url: str | None = None,
-              speculative: str = "auto", draft_max: int = 8, draft_model: str | Path | None = None,
-              progress: bool = False, registry_path: str | Path | None = None, **backend_options: Any) -> RelayEngine:
-    """Build a RelayEngine for a registry pair (default: the registry's default pair).
+@dataclass(frozen=True)
+class ResolvedPair:
+    """What a spec names, once the registry has been read: the models, their marker and cue profile."""
 
-    ``large``/``small`` override either model with a registry name or a model path (a GGUF file;
-    for ``backend="hf"`` also a transformers model directory). With ``backend="openai"`` the models
-    run on servers at ``large_url``/``small_url`` and ``large``/``small`` name the registry models
-    whose chat templates render the prompts (or pass ``chat_template=``). ``profile`` is a
-    built-in profile name, a profile JSON path or a cue list; default: the pair's profile. The
-    pair's reasoning-end marker is used unless ``config`` sets one.
+    registry: Registry
+    large: Any
+    small: Any
+    reasoning_end: str | None
+    profile: Any  # what load_profile takes
 
-    ``speculative`` (llamacpp only): ``draft`` decodes the large model's tokens speculatively with
-    ``draft_model`` (default: the pair's small model, in a context of its own), ``lookup`` drafts by
-    prompt lookup, ``off`` does neither, ``auto`` (default) picks ``draft`` when the large model runs
-    on a GPU and ``off`` on a CPU, where verifying a batch costs nearly as much as decoding it token by
-    token (see README, speculative decoding). ``draft_max`` caps the tokens per draft.
-    """
-    if speculative not in SPECULATIVE_MODES:
-        raise ConfigError(f"speculative must be one of {', '.join(SPECULATIVE_MODES)}, not {speculative!r}")
-    if speculative in ("draft", "lookup") and backend != "llamacpp":
-        raise ConfigError(f"speculative decoding is implemented for the llamacpp backend, not {backend}")
-    if isinstance(draft_max, bool) or not isinstance(draft_max, int) or not 1 <= draft_max <= 64:
-        raise ConfigError(f"draft_max must be an integer in 1..64, got {draft_max!r}")
-    registry = Registry.load(registry_path)
-    entry = registry.pair(pair)
-    large_name, small_name = large or entry.large, small or entry.small
+
+def resolve_pair(spec: RelaySpec) -> ResolvedPair:
+    """The spec's pair through the registry (nothing loaded): models, reasoning-end marker and profile.
+    Shared by ``build``, calibration and the bench, so they agree on what a pair means."""
+    from .core.profile import BUILTIN_PROFILES
+
+    registry = Registry.load(spec.registry_path)
+    entry = registry.pair(spec.pair)
+    large_name, small_name = spec.large or entry.large, spec.small or entry.small
     marker = entry.reasoning_end
     if marker is None and str(large_name) in registry.models:
         marker = registry.model(str(large_name)).reasoning_end
@@ -108,59 +92,96 @@ def load_pair(pair: str | None = None, *, large: str | Path | None = None, small
     if len(formats) > 1:
         raise ConfigError(f"{large_name} and {small_name} use different chat formats ({' vs '.join(sorted(formats))}), "
                           "so one cannot continue the other's text")
-    config = config or RelayConfig()
-    if config.reasoning_end is None and marker:
-        config = replace(config, reasoning_end=marker)
-    config.validated()
-    from .core.profile import BUILTIN_PROFILES, load_profile
-
+    profile = spec.profile
     if profile is None:
         profile = entry.profile
         if profile and profile not in BUILTIN_PROFILES:
             profile = registry.path.parent / profile  # profile files live beside the registry
-    cue_profile = load_profile(profile, mode=cue_matching)
-    if backend == "openai" and not (large_url and small_url):
-        raise ConfigError("the openai backend needs the two servers' URLs: large_url= and small_url= "
-                          "(--large-url, --small-url)")
-    if backend != "openai" and (large_url or small_url):
-        raise ConfigError("server URLs are for backend='openai'")
-    with ExitStack() as loaded:  # a failure part-way closes what was loaded (up to three models)
-        if backend == "openai":
-            large_backend = load_backend(large_url, backend, registry, template_from=large_name, **backend_options)
-            loaded.callback(large_backend.close)
-            small_backend = load_backend(small_url, backend, registry, template_from=small_name, **backend_options)
+    return ResolvedPair(registry, large_name, small_name, marker, profile)
+
+
+def load_pair(pair: str | None = None, **options: Any) -> RelayEngine:
+    """Build a RelayEngine for a registry pair (default: the registry's default pair). ``options``: the
+    fields of ``RelaySpec`` (large, small, backend, large_url, small_url, profile, cue_matching,
+    speculative, draft_max, draft_model, registry_path, progress), of ``RelayConfig`` (or ``config=``),
+    and the chosen backend's own options (``n_ctx``, ``n_threads``, ...); anything else is an error.
+
+    ``large``/``small`` override either model with a registry name or a model path (a GGUF file; for
+    ``backend="hf"`` also a transformers model directory). With ``backend="openai"`` the models run on
+    servers at ``large_url``/``small_url`` and ``large``/``small`` name the registry models whose chat
+    templates render the prompts (or pass ``chat_template=``). The pair's reasoning-end marker is used
+    unless the relay settings name one.
+
+    ``speculative``: ``draft`` decodes the large model's tokens speculatively with ``draft_model``
+    (default: the pair's small model, in a context of its own), ``lookup`` drafts by prompt lookup,
+    ``off`` does neither, ``auto`` (default) picks ``draft`` when the large model runs on a GPU and
+    ``off`` on a CPU, where verifying a batch costs nearly as much as decoding it token by token (see
+    README, speculative decoding). ``draft_max`` caps the tokens per draft.
+    """
+    return build(RelaySpec.from_mapping({"pair": pair, **options}))
+
+
+def build(spec: RelaySpec) -> RelayEngine:
+    """Resolve, load, wire; a failure part-way closes what was already loaded (up to three models)."""
+    from .core.profile import load_profile
+
+    resolved = resolve_pair(spec)
+    config = spec.relay
+    if config.reasoning_end is None and resolved.reasoning_end:
+        config = replace(config, reasoning_end=resolved.reasoning_end)
+    cue_profile = load_profile(resolved.profile, mode=spec.cue_matching)
+    registry, options = resolved.registry, dict(spec.backend_options)
+    with ExitStack() as loaded:
+        if spec.backend == "openai":
+            large = load_backend(spec.large_url, "openai", registry, template_from=resolved.large, **options)
+            loaded.callback(large.close)
+            small = load_backend(spec.small_url, "openai", registry, template_from=resolved.small, **options)
         else:
-            large_backend = load_backend(large_name, backend, registry, progress, **backend_options)
-            loaded.callback(large_backend.close)  # a llama.cpp backend closes its drafter's model with its own
-            if backend == "hf" and _model_file(small_name, registry, progress) == large_backend.path:
-                small_backend = type(large_backend).sharing_weights(large_backend)  # one copy of the weights
+            large = load_backend(resolved.large, spec.backend, registry, spec.progress, **options)
+            loaded.callback(large.close)
+            if spec.backend == "hf" and _model_file(resolved.small, registry, spec.progress) == large.path:
+                small = type(large).sharing_weights(large)  # one copy of the weights
             else:
-                small_backend = load_backend(small_name, backend, registry, progress, **backend_options)
-        loaded.callback(small_backend.close)
-        if backend == "llamacpp":
-            mode = resolve_speculative(speculative, large_backend)
-            if mode == "draft":
-                from .speculative import DraftModel
+                small = load_backend(resolved.small, spec.backend, registry, spec.progress, **options)
+        loaded.callback(small.close)
+        drafter = make_drafter(spec, large, resolved)
+        if drafter is not None:
+            from .speculative import SpeculativeBackend
+            from .speculative.draft import ModelDrafter
 
-                draft_backend = load_backend(draft_model or small_name, backend, registry, progress, **backend_options)
-                large_backend.set_drafter(DraftModel(draft_backend, max_tokens=draft_max))
-            elif mode == "lookup":
-                from .speculative import prompt_lookup
-
-                large_backend.set_drafter(prompt_lookup(draft_max))
-        engine = RelayEngine(large_backend, small_backend, cue_profile, config)
-        loaded.pop_all()  # the engine owns them now
+            if isinstance(drafter, ModelDrafter):
+                loaded.callback(drafter.close)
+            large = SpeculativeBackend(large, drafter)  # closes the drafter and the large model together
+        engine = RelayEngine(large, small, cue_profile, config)
+        loaded.pop_all()  # the engine's backends own them now
     return engine
 
 
-SPECULATIVE_MODES = ("auto", "off", "draft", "lookup")
+def make_drafter(spec: RelaySpec, large_backend, resolved: ResolvedPair, mode: str | None = None):
+    """The drafter ``mode`` (default: the spec's) asks for over ``large_backend``, or None: a draft model
+    loaded in a context of its own (the spec's draft_model, else the pair's small model) or prompt lookup."""
+    mode = resolve_speculative(mode or spec.speculative, large_backend)
+    if mode == "draft":
+        from .speculative import DraftModel
+
+        draft = load_backend(spec.draft_model or resolved.small, spec.backend, resolved.registry, spec.progress,
+                             **spec.backend_options)
+        return DraftModel(draft, max_tokens=spec.draft_max)
+    if mode == "lookup":
+        from .speculative import prompt_lookup
+
+        return prompt_lookup(spec.draft_max)
+    return None
 
 
 def resolve_speculative(mode: str, large_backend) -> str:
-    """``auto``: draft-model speculation when the large model is offloaded to a GPU, else off."""
+    """``auto``: draft-model speculation when the large model runs on a GPU, else off."""
     if mode != "auto":
         return mode
-    import llama_cpp
+    if large_backend.name == "hf":
+        return "draft" if large_backend.device != "cpu" else "off"
+    if large_backend.name == "llamacpp":
+        import llama_cpp
 
-    on_gpu = getattr(large_backend, "n_gpu_layers", 0) != 0 and llama_cpp.llama_supports_gpu_offload()
-    return "draft" if on_gpu else "off"
+        return "draft" if large_backend.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "off"
+    return "off"

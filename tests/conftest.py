@@ -36,7 +36,7 @@ def smollm2_servers(smollm2_path, tmp_path_factory):
     pytest.importorskip("uvicorn", reason="llama_cpp.server needs llama-cpp-python[server]")
     from contextlib import ExitStack
 
-    from relaygen_integrations.backends.local_server import llama_server
+    from relaygen_integrations.testing import llama_server
 
     with ExitStack() as stack:
         yield tuple(stack.enter_context(llama_server(smollm2_path)) for _ in range(2))

@@ -11,12 +11,12 @@ from typing import Sequence
 
 import numpy as np
 
-from relaygen_integrations.backends.base import Backend
+from relaygen_integrations.backends.local import LocalBackend
 
 SEP = b"\x01>>"  # ends every prompt; output starts after it
 
 
-class ScriptedBackend(Backend):
+class ScriptedBackend(LocalBackend):
     name = "scripted"
 
     def __init__(self, pieces: Sequence[str | bytes], eos_at: Sequence[int] = (), extra_vocab: Sequence[bytes] = (),
@@ -35,6 +35,7 @@ class ScriptedBackend(Backend):
         self.eos = len(self.vocab) - 1
         self._n_ctx, self.template = n_ctx, template
         self.longest = max(len(v) for v in self.vocab[:-1])
+        self.evaluated_positions: list[int] = []  # every KV position ever evaluated (tests: none twice)
 
     @property
     def n_ctx(self) -> int:
@@ -71,7 +72,7 @@ class ScriptedBackend(Backend):
         pass
 
     def _evaluate(self, tokens: Sequence[int]) -> None:
-        pass
+        self.evaluated_positions.extend(range(len(self.tokens), len(self.tokens) + len(tokens)))
 
     def output_bytes(self) -> bytes:
         sep = self.ids[SEP]

@@ -137,7 +137,7 @@ def test_stats_account_for_every_token(backend_pair):
             m = getattr(st, role)
             assert m.prompt_tokens + m.handoff_tokens + m.generated_tokens - m.evaluated_tokens in (0, 1)
     else:  # a server request per turn of control, at most, and never more text than was asked for
-        assert engine.large.requests <= st.switches + 2 and engine.small.requests <= st.switches + 1
+        assert st.large.server_requests <= st.switches + 2 and st.small.server_requests <= st.switches + 1
 
 
 def test_every_backend_is_what_the_engine_types_against(backend_pair):

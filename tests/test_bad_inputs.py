@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from relaygen_integrations import SamplingParams, load_pair
-from relaygen_integrations.backends.local_server import free_port
+from relaygen_integrations.testing import free_port
 from relaygen_integrations.errors import RelayGenError
 from relaygen_integrations.registry import relaygen_home
 
@@ -36,6 +36,7 @@ CASES = {  # name: (settings that differ from a good request, what the one line 
     "closed server port": ({"backend": "openai"}, r"cannot reach http://127\.0\.0\.1:\d+/v1"),
     "threads 0": ({"threads": 0}, "threads must be a positive integer, got 0"),
     "draft_max 0": ({"speculative": "draft", "draft_max": 0}, "draft_max must be an integer in 1..64, got 0"),
+    "another backend's option": ({"dtype": "bfloat16"}, r"dtype: not an option of the llamacpp backend \(it is one of hf\)"),
 }
 
 
@@ -53,7 +54,8 @@ def bad_files(tmp_path_factory, smollm2_path):
 def settings(name: str, files: Path) -> dict:
     given, _ = CASES[name]
     s = {"prompt": "Say hi.", "max_tokens": 8, "temperature": 0.0, "top_p": 1.0, "pair": PAIR, "profile": None,
-         "large": None, "backend": "llamacpp", "threads": 2, "speculative": None, "draft_max": None, **given}
+         "large": None, "backend": "llamacpp", "threads": 2, "speculative": None, "draft_max": None, "dtype": None,
+         **given}
     for key in ("profile", "large"):
         if isinstance(s[key], str) and s[key].startswith("@"):
             s[key] = str(files / s[key][1:])
@@ -76,7 +78,7 @@ def via_cli(s: dict, workdir: Path) -> str:
     else:
         args += ["--n-ctx", str(N_CTX), "--threads", str(s["threads"])]
     for key, flag in (("profile", "--profile"), ("large", "--large"), ("speculative", "--speculative"),
-                      ("draft_max", "--draft-max")):
+                      ("draft_max", "--draft-max"), ("dtype", "--dtype")):
         if s[key] is not None:
             args += [flag, str(s[key])]
     p = subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", *args], capture_output=True, text=True,
@@ -95,6 +97,8 @@ def load_options(s: dict) -> dict:
         out.update(n_ctx=N_CTX, n_threads=s["threads"])
     if s["speculative"]:
         out.update(speculative=s["speculative"], draft_max=s["draft_max"])
+    if s["dtype"]:
+        out.update(dtype=s["dtype"])
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -115,7 +119,11 @@ def via_litellm(s: dict, workdir: Path) -> str:
     options = load_options(s)
     profile = options.pop("profile", None)
     previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == PROVIDER), None)
-    provider = register(RelayGenProvider(**options))
+    try:
+        handler = RelayGenProvider(**options)
+    except RelayGenError as e:  # a bad option fails when the handler is made (for the proxy: at start-up)
+        return str(e)
+    provider = register(handler)
     try:
         with pytest.raises(openai.APIError) as e:
             litellm.completion(model=f"relaygen/{s['pair']}" + (f":{profile}" if profile else ""),

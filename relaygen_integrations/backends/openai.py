@@ -13,23 +13,23 @@ string from the output and servers differ in whether they say which one matched,
 needs the character after it, which a stop string cannot express.
 
 Tokens: the server's token ids never reach the client. Each streamed chunk gets a local id in a
-per-backend table, so the engine's token bookkeeping works unchanged and hand-offs go by text.
+per-request table, so the engine's token bookkeeping works unchanged and hand-offs go by text.
+
+It implements the engine's protocol (``core/backend.py``) directly: no KV cache here, no logits, so
+no scoring (``backends/scoring.require_scoring`` says so) and no checking of another model's text.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import numpy as np
-
+from ..core.backend import Step
 from ..core.sampling import Sampler
 from ..errors import ConfigError, ServerError
-from .base import Backend
 from .chat_template import ChatTemplate, load_chat_template
 
 try:
@@ -44,15 +44,14 @@ NEUTRAL_SAMPLING = {"repeat_penalty": 1.0, "repetition_penalty": 1.0, "min_p": 0
                     "presence_penalty": 0.0, "frequency_penalty": 0.0}
 
 
-class OpenAIBackend(Backend):
+class OpenAIBackend:
     """One model on a completion server at ``base_url`` (``http://host:port`` or ``.../v1``).
 
     ``chat_template``: a GGUF file, a tokenizer_config.json / model directory, or Jinja text, used
     to render chat prompts locally (servers do not expose their template for raw completions);
     ``chat_format='raw'`` joins message contents instead. ``model``: the served model's name
-    (default: the first one the server lists). ``logprobs``: ask for the top-2 log-probabilities of
-    each token, so ``margin()`` works (llama-cpp-python's server needs ``logits_all``, its default).
-    Network: connection errors and HTTP 5xx are retried ``retries`` times with exponential backoff
+    (default: the first one the server lists). ``max_request_tokens``: the most tokens one streamed
+    request asks for (a stream that runs out is reopened where it stopped). Network: connection errors and HTTP 5xx are retried ``retries`` times with exponential backoff
     from ``backoff`` seconds; ``timeout`` bounds the wait for each streamed chunk.
     """
 
@@ -60,9 +59,7 @@ class OpenAIBackend(Backend):
 
     def __init__(self, base_url: str, model: str | None = None, chat_template: str | Path | None = None,
                  chat_format: str | None = None, api_key: str | None = None, n_ctx: int = 32768,
-                 timeout: float = 120.0, retries: int = 3, backoff: float = 0.5, logprobs: bool = False,
-                 max_request_tokens: int = 512):
-        super().__init__()
+                 timeout: float = 120.0, retries: int = 3, backoff: float = 0.5, max_request_tokens: int = 512):
         url = base_url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"server URL must start with http:// or https://, got {base_url!r}")
@@ -74,7 +71,7 @@ class OpenAIBackend(Backend):
                               "(a GGUF file, tokenizer_config.json or Jinja text) or chat_format='raw'")
         self.template: ChatTemplate | None = load_chat_template(chat_template) if chat_format is None else None
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.logprobs, self.max_request_tokens, self._n_ctx = logprobs, max_request_tokens, n_ctx
+        self.max_request_tokens, self._n_ctx = max_request_tokens, n_ctx
         self.session = requests.Session()
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
@@ -86,8 +83,7 @@ class OpenAIBackend(Backend):
         self._chunks: Iterator[dict] | None = None
         self._stream_context: list[int] = []  # what the open stream continues
         self._ended = False  # the open stream's last chunk said the completion is over
-        self._top: dict[str, float] = {}  # top log-probabilities of the last token
-        self.requests = 0
+        self._opened = 0  # streams opened during the current next_token call
 
     # --- HTTP --------------------------------------------------------------------------------
     def _send(self, method: str, path: str, **kw) -> requests.Response:
@@ -130,15 +126,12 @@ class OpenAIBackend(Backend):
         }
         if p.top_k > 0:
             body["top_k"] = p.top_k  # not in OpenAI's API; vLLM, SGLang and llama.cpp accept it
-        if self.logprobs:
-            body["logprobs"] = 2
         body.update(NEUTRAL_SAMPLING)
         self._body = body
         self._response = self._send("POST", "/completions", json=body, stream=True)
         self._chunks = self._events(self._response)
         self._stream_context = list(context)
-        self.requests += 1
-        self.eval_calls += 1
+        self._opened += 1
 
     def _events(self, response: requests.Response) -> Iterator[dict]:
         for line in response.iter_lines():
@@ -159,7 +152,14 @@ class OpenAIBackend(Backend):
         self._ended = False
 
     # --- generation --------------------------------------------------------------------------
-    def next_token(self, context: Sequence[int], sampler: Sampler) -> int:
+    def next_token(self, context: Sequence[int], sampler: Sampler) -> Step:
+        """The next streamed token (one call of one token: the server's own prompt work is its prefix
+        cache's, not seen here); ``requests``: the completion streams this step opened."""
+        self._opened = 0
+        token = self._next(context, sampler)
+        return Step(token, calls=(1,) if token != END else (), requests=self._opened)
+
+    def _next(self, context: Sequence[int], sampler: Sampler) -> int:
         if self._chunks is None or list(context) != self._stream_context:
             self._open(context, sampler)
         elif self._ended:
@@ -183,10 +183,8 @@ class OpenAIBackend(Backend):
                 continue
             text = choice.get("text") or ""
             if text:
-                self._top = self._top_logprobs(choice)
                 token = self._intern(text.encode("utf-8"))
                 self._stream_context.append(token)
-                self.evaluated_tokens += 1
                 self._ended = choice.get("finish_reason") == "stop"  # the last chunk can carry text
                 return token
             if choice.get("finish_reason") == "stop":
@@ -199,21 +197,6 @@ class OpenAIBackend(Backend):
         self._close_stream()
         self._send("POST", "/completions", json={**self._body, "stream": False, "max_tokens": 1})
         raise ServerError(f"{self.base_url}/completions: {what}")
-
-    @staticmethod
-    def _top_logprobs(choice: dict) -> dict[str, float]:
-        lp = choice.get("logprobs") or {}
-        tops = lp.get("top_logprobs") or []
-        return tops[-1] if tops and tops[-1] else {}
-
-    def margin(self) -> float:
-        """p(top-1) - p(top-2) of the last streamed token, from the server's top log-probabilities."""
-        if not self.logprobs:
-            raise ConfigError("margins from a server need logprobs=True on the backend")
-        if not self._top:
-            raise ServerError(f"{self.base_url} returned no top log-probabilities")
-        best = sorted(self._top.values(), reverse=True) + [-math.inf]
-        return math.exp(best[0]) - math.exp(best[1])
 
     # --- the token protocol, over local ids --------------------------------------------------
     def _intern(self, data: bytes) -> int:
@@ -232,17 +215,17 @@ class OpenAIBackend(Backend):
     def n_ctx(self) -> int:
         return self._n_ctx
 
-    @property
-    def n_vocab(self) -> int:
-        return len(self._pieces)
+    def prompt_tokens(self, prompt: str) -> list[int]:
+        return self.tokenize(prompt.encode("utf-8"), special=True)
+
+    def cached_prefix(self, context: Sequence[int]) -> int:
+        """Not visible from here: the server's prefix cache decides what it re-evaluates."""
+        return 0
 
     def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
         return [self._intern(text)] if text else []
 
     def token_bytes(self, token: int) -> bytes:
-        return self._pieces[token]
-
-    def token_text(self, token: int) -> bytes:
         return self._pieces[token]
 
     def is_end_of_generation(self, token: int) -> bool:
@@ -256,19 +239,6 @@ class OpenAIBackend(Backend):
             return "\n\n".join(m["content"] for m in messages)
         return self.template.render(messages)
 
-    def sync(self, context: Sequence[int]) -> int:
-        raise ConfigError("a server backend samples on the server: use next_token, not sync/logits")
-
-    def _truncate(self, n: int) -> None:
-        if n < len(self._stream_context):
-            self._close_stream()
-
-    def _evaluate(self, tokens: Sequence[int]) -> None:  # pragma: no cover - sync is refused above
-        raise ConfigError("a server backend evaluates on the server")
-
-    def logits(self) -> np.ndarray:
-        raise ConfigError("a server backend does not expose logits; its sampler runs on the server")
-
     def pause(self) -> None:
         self._close_stream()
 
@@ -277,7 +247,6 @@ class OpenAIBackend(Backend):
         prompt and answer it ever served)."""
         self._close_stream()
         self._stream_context = []
-        self.tokens = []
         with self._table_lock:
             self._pieces, self._ids = [b""], {}
 

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 
 
 class Scoring:
-    """Mixed into a ``backends.base.Backend`` (it uses ``sync``, ``logits``, ``_evaluate``, ``_record``)."""
+    """Mixed into a ``backends.local.LocalBackend`` (it uses ``sync``, ``logits`` and ``evaluate_rows``)."""
 
     def margin(self) -> float:
         """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
@@ -34,17 +34,7 @@ class Scoring:
         self.sync(context[:first])
         yield self.logits()[None, :]
         for pos in range(first, len(context) - 1, chunk):
-            yield self._decode_rows(context[pos: min(len(context) - 1, pos + chunk)])
-
-    def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
-        """Append ``tokens`` to the KV cache; return the logits after each. Backends override this with
-        one batched evaluation; this fallback evaluates token by token."""
-        rows = []
-        for t in tokens:
-            self._evaluate([t])
-            self._record([t])
-            rows.append(self.logits())
-        return np.stack(rows)
+            yield self.evaluate_rows(context[pos: min(len(context) - 1, pos + chunk)])
 
     def position_margins(self, context: Sequence[int], first: int, chunk: int = 256) -> np.ndarray:
         """Teacher forcing from an empty cache: the margin of the distribution that predicts each of
@@ -70,7 +60,11 @@ class Scoring:
 
 
 def require_scoring(backend, what: str) -> Scoring:
-    """The backend, if it can score text; otherwise one clear error naming what needed it."""
+    """The backend (the target of a speculative one), if it can score text; otherwise one clear error."""
+    from ..speculative import SpeculativeBackend
+
+    if isinstance(backend, SpeculativeBackend):
+        backend = backend.target
     if not isinstance(backend, Scoring):
         raise ConfigError(f"{what} needs every position's distribution, which the {backend.name} backend does not "
                           "give (servers sample on their side): use the llamacpp or hf backend on the same weights")

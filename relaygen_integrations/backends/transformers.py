@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, ModelNotFoundError
-from .base import Backend, check_gguf_header, check_local_options, unloadable_gguf
+from .local import LocalBackend, check_gguf_header, check_local_options, unloadable_gguf
 from .scoring import Scoring
 
 try:
@@ -51,7 +51,7 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
-class TransformersBackend(Scoring, Backend):
+class TransformersBackend(Scoring, LocalBackend):
     """One transformers causal LM with its own ``DynamicCache``, cropped on rollback.
 
     ``model_path``: a model directory, or a ``.gguf`` file (transformers dequantises it, so the
@@ -116,7 +116,7 @@ class TransformersBackend(Scoring, Backend):
         model relaying with itself, or two requests at once) at no extra memory for weights."""
         twin = cls.__new__(cls)
         twin.__dict__.update(other.__dict__)
-        Backend.__init__(twin)
+        LocalBackend.__init__(twin)
         twin._cache = DynamicCache(config=other.model.config)
         twin._logits = None
         return twin
@@ -205,10 +205,9 @@ class TransformersBackend(Scoring, Backend):
             raise RuntimeError("no logits: evaluate a context first")
         return self._logits
 
-    def _decode_rows(self, tokens: Sequence[int]) -> np.ndarray:
+    def _evaluate_rows(self, tokens: Sequence[int]) -> np.ndarray:
         """One forward pass that keeps every position's logits."""
         rows = self._forward(tokens, keep=0).cpu().numpy()
-        self._record(list(tokens), all_rows=True)
         self._logits = rows[-1]
         return rows
 

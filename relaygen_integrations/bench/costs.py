@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -86,18 +85,13 @@ def memory_bound(costs: UnitCosts, batch: int = 64) -> UnitCosts:
     return UnitCosts(list(costs.sizes), bound(costs.sizes), costs.row_sizes, rows)
 
 
-def call_sizes(sizes: Sequence[int]) -> dict[int, int]:
-    """Histogram of evaluation call sizes."""
-    return dict(sorted(Counter(sizes).items()))
-
-
 def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES, repeats: int = 3,
             context: int = CONTEXT, row_sizes: Sequence[int] = ROW_SIZES) -> dict[str, UnitCosts]:
     """Time calls of each size after ``context`` tokens of ``tokens`` (real text, so the cache holds
     realistic content), for each backend of ``{name: backend}``. Each call is one ``next_token``
     (evaluate, read logits, choose greedily), as the engine makes them. The models take turns call by
     call and the sweep is repeated, so a slow spell of the machine hits every model and size alike;
-    each size's median is kept. Caches are reset afterwards and counters restored."""
+    each size's median is kept. Caches are reset afterwards. ``backends``: local backends (``evaluate_rows``)."""
     from ..core.sampling import Sampler, SamplingParams
 
     need = context + max(sizes)
@@ -105,12 +99,7 @@ def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES,
         tokens = list(tokens) * (need // max(1, len(tokens)) + 1)
     tokens = list(tokens[:need])
     sampler = Sampler(SamplingParams(temperature=0))
-    saved, drafters = {}, {}
-    for name, b in backends.items():
-        saved[name] = b.evaluated_tokens, b.eval_calls, len(b.eval_log), len(b.rows_log)
-        drafters[name] = getattr(b, "drafter", None)
-        if drafters[name] is not None:
-            b.set_drafter(None)
+    for b in backends.values():
         b.reset()
         b.sync(tokens[:context])
     times: dict[str, dict[int, list[float]]] = {name: {n: [] for n in sizes} for name in backends}
@@ -126,16 +115,11 @@ def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES,
             for name, b in backends.items():
                 b.sync(tokens[:context])
                 t0 = time.perf_counter()
-                for row in np.vstack([b.logits()[None, :], b._decode_rows(tokens[context:context + n])]):
+                for row in np.vstack([b.logits()[None, :], b.evaluate_rows(tokens[context:context + n])]):
                     sampler(row)
                 rows[name][n].append(time.perf_counter() - t0)
-    for name, b in backends.items():
+    for b in backends.values():
         b.reset()
-        b.evaluated_tokens, b.eval_calls = saved[name][0], saved[name][1]
-        del b.eval_log[saved[name][2]:]
-        del b.rows_log[saved[name][3]:]
-        if drafters[name] is not None:
-            b.set_drafter(drafters[name])
     return {name: UnitCosts(list(sizes), [statistics.median(times[name][n]) for n in sizes], list(row_sizes),
                             [statistics.median(rows[name][n]) for n in row_sizes]) for name in backends}
 

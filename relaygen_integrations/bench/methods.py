@@ -9,8 +9,8 @@
     METHOD+lookup    the large model decodes speculatively, prompt lookup drafting
 
 ``large+draft`` is speculative decoding alone; ``relay+draft`` composes it with relaying. All methods
-share the two models' backends (one copy of each model in memory); a drafter is attached to the large
-backend only while its method runs.
+share the two models' backends (one copy of each model in memory); a speculative method's engine wraps
+the shared large backend in a ``SpeculativeBackend`` of its own, so no method changes another's backends.
 """
 
 from __future__ import annotations
@@ -69,26 +69,20 @@ def parse_methods(spec: str) -> list[Method]:
 
 
 class MethodRunner:
-    """One engine per method over a shared pair of backends, and the drafters speculation needs."""
+    """One engine per method over a shared pair of backends, composed with the drafter its method names."""
 
     def __init__(self, base: "RelayEngine", methods: list[Method], drafters: dict[str, object]):
         from ..core.engine import RelayEngine
         from ..core.profile import load_profile
+        from ..speculative import SpeculativeBackend
 
         self.large, self.small, self.drafters = base.large, base.small, drafters
         self.engines: dict[str, RelayEngine] = {}
         for m in methods:
             profile = load_profile(m.profile) if m.profile else base.profile
-            self.engines[m.name] = RelayEngine(base.large, base.small, profile, replace(base.config, mode=m.mode))
+            large = SpeculativeBackend(base.large, drafters[m.speculative]) if m.speculative != "off" else base.large
+            self.engines[m.name] = RelayEngine(large, base.small, profile, replace(base.config, mode=m.mode))
         self.methods = {m.name: m for m in methods}
 
     def engine(self, name: str) -> "RelayEngine":
-        """The method's engine, with the large backend's drafter set for it."""
-        method = self.methods[name]
-        if hasattr(self.large, "set_drafter"):
-            self.large.set_drafter(self.drafters.get(method.speculative))
         return self.engines[name]
-
-    def draft_backend(self, name: str):
-        """The draft model's backend when the method drafts with one (its costs count too)."""
-        return getattr(self.drafters.get(self.methods[name].speculative), "backend", None)

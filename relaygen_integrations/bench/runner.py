@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..math_tasks import DATASETS, answers_match, box_content, data_file, last_boxed, load_problems, math_prompt
-from .costs import call_sizes, measure
+from .costs import measure
 from .methods import DEFAULT_METHODS, MethodRunner, parse_methods
 
 # settings a resumed run must share with the file it appends to (methods, limit and samples may grow)
@@ -50,7 +50,8 @@ class BenchSettings:
     costs: bool = True  # measure the cost model's unit costs at start
     backend_options: dict = field(default_factory=dict)
 
-    def validated(self) -> "BenchSettings":
+    def validated(self, spelled=None) -> "BenchSettings":
+        """``spelled``: how the caller's user writes a backend option (the CLI's flags)."""
         parse_methods(self.methods)
         if self.samples < 1:
             raise ConfigError("--samples must be at least 1")
@@ -62,7 +63,19 @@ class BenchSettings:
             raise ConfigError("--start must be >= 0")
         if self.max_tokens < 1:
             raise ConfigError("--max-tokens must be at least 1")
+        if self.backend == "openai" and "+" in self.methods:
+            raise ConfigError("speculative methods (+draft, +lookup) run in process: use the llamacpp or hf backend")
+        self.spec(spelled=spelled)  # the backend's options, checked against what it takes
         return self
+
+    def spec(self, progress: bool = False, spelled=None):
+        """The engine these settings build (speculation is composed per method, so off here)."""
+        from ..options import RelaySpec
+
+        return RelaySpec.from_mapping({"pair": self.pair, "large": self.large, "small": self.small,
+                                       "backend": self.backend, "speculative": "off", "draft_max": self.draft_max,
+                                       "progress": progress, "answer_reserve_tokens": self.answer_reserve_tokens,
+                                       **self.backend_options}, spelled=spelled)
 
 
 def recorded_settings(settings: BenchSettings, path: Path) -> dict:
@@ -163,13 +176,10 @@ def _answer_on_trace(engine, prompt: str, reasoning: str, params) -> tuple[str, 
 def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console=None) -> Path:
     """Run (or resume) a benchmark; returns the results file."""
     from ..core.engine import RelayConfig, RelayEngine
-    from ..loader import load_backend, load_pair
-    from ..registry import Registry
+    from ..loader import build, make_drafter, resolve_pair
 
-    settings.validated()
+    spec = settings.validated().spec(progress)
     methods = parse_methods(settings.methods)
-    if settings.backend != "llamacpp" and any(m.speculative != "off" for m in methods):
-        raise ConfigError("speculative methods (+draft, +lookup) need the llamacpp backend")
     path = data_file(settings.dataset)
     problems = load_problems(path)
     end = len(problems) if settings.limit is None else min(len(problems), settings.start + settings.limit)
@@ -187,21 +197,9 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
             console.print(f"{out}: all {len(todo) * len(methods)} samples already done")
         return out
 
-    config = RelayConfig(answer_reserve_tokens=settings.answer_reserve_tokens)
-    opts = dict(settings.backend_options)
-    base = load_pair(settings.pair, large=settings.large, small=settings.small, backend=settings.backend,
-                     config=config, speculative="off", progress=progress, **opts)
-    drafters: dict[str, object] = {}
-    if any(m.speculative == "draft" for m in methods):
-        from ..speculative import DraftModel
-
-        small_name = settings.small or Registry.load().pair(settings.pair).small
-        drafters["draft"] = DraftModel(load_backend(small_name, settings.backend, progress=progress, **opts),
-                                       max_tokens=settings.draft_max)
-    if any(m.speculative == "lookup" for m in methods):
-        from ..speculative import prompt_lookup
-
-        drafters["lookup"] = prompt_lookup(settings.draft_max)
+    base = build(spec)
+    drafters = {mode: make_drafter(spec, base.large, resolve_pair(spec), mode) for mode in ("draft", "lookup")
+                if any(m.speculative == mode for m in methods)}
     runner = MethodRunner(base, methods, drafters)
     answerer = RelayEngine(base.large, base.small, base.profile, RelayConfig(mode="small"))
 
@@ -216,9 +214,10 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
         _answer_all(runner, answerer, methods, todo, done, settings, writer, remaining, progress, console)
     finally:
         writer.close()
-        for backend in {id(b): b for b in (base.large, base.small, getattr(drafters.get("draft"), "backend", None))}.values():
-            if backend is not None:
-                backend.close()
+        base.large.close()
+        base.small.close()  # an hf small backend may share the large one's weights: closing twice is harmless
+        if "draft" in drafters:
+            drafters["draft"].close()
     return out
 
 
@@ -289,27 +288,28 @@ def _wait_while_paused(out: Path, bar=None, task=None) -> None:
 def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sample: int, params) -> dict:
     """One method's answer to one problem, graded, with the counts the summary and cost model need."""
     engine = runner.engine(method)
-    backends = {"large": engine.large, "small": engine.small}
-    draft = runner.draft_backend(method)
-    if draft is not None:
-        backends["draft"] = draft
-    before = {role: (len(b.eval_log), len(b.rows_log)) for role, b in backends.items()}
     result = engine.generate(math_prompt(problem["problem"]), params)
     st = result.stats
+    roles = ("large", "small", "draft") if runner.methods[method].speculative == "draft" else ("large", "small")
+    metered = {role: getattr(st, role) for role in roles}
     return {
         "type": "sample", "index": index, "id": problem["id"], "method": method, "sample": sample,
         "seed": params.seed, "reference": problem["answer"], "extracted": last_boxed(result.text),
         "correct": answers_match(result.text, problem["answer"]), "wall_s": round(st.wall_seconds, 4),
         "finish": st.finish_reason, "tokens": st.generated_tokens, "large_tokens": st.large.generated_tokens,
         "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
-        "models": {role: asdict(getattr(st, role)) for role in ("large", "small")},
-        "calls": {role: call_sizes([n for _, n in b.eval_log[before[role][0]:]]) for role, b in backends.items()},
-        "row_calls": {role: call_sizes(b.rows_log[before[role][1]:]) for role, b in backends.items()},
-        "first_call": {role: b.eval_log[before[role][0]][1] for role, b in backends.items()
-                       if len(b.eval_log) > before[role][0]},
+        "models": {role: _model_record(getattr(st, role)) for role in ("large", "small")},
+        "calls": {role: dict(sorted(m.calls.items())) for role, m in metered.items()},
+        "row_calls": {role: dict(sorted(m.row_calls.items())) for role, m in metered.items()},
+        "first_call": {role: m.first_call for role, m in metered.items() if m.eval_calls},
         "segments": [[s.model, s.stage, s.tokens, len(s.text)] for s in result.segments],
         "reasoning_chars": len(result.reasoning), "text": result.text,
     }
+
+
+def _model_record(stats) -> dict:
+    """A model's stats in a record, less the call histograms (the record keeps those per role)."""
+    return {k: v for k, v in asdict(stats).items() if k not in ("calls", "row_calls", "first_call")}
 
 
 def answer_stage(answerer, problem: dict, record: dict, params) -> dict | None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..backends.base import Backend
+from ..backends.scoring import Scoring
 from ..errors import ConfigError
 
 
@@ -34,7 +34,7 @@ def char_offsets(text: str, token_bytes: list[bytes]) -> np.ndarray:
     return byte_to_char[np.clip(starts, 0, len(raw))]
 
 
-def teacher_force(small: Backend, prompt_text: str, trace: str) -> TraceMargins:
+def teacher_force(small: Scoring, prompt_text: str, trace: str) -> TraceMargins:
     """Margins of the small model at every token of ``trace``, after the chat-templated prompt."""
     prompt_ids = small.prompt_tokens(prompt_text)
     trace_ids = small.tokenize(trace.encode("utf-8"))

@@ -1,26 +1,43 @@
 """What the relay engine needs from a model: the seam between ``core`` and ``backends``.
 
-The engine types against this Protocol only. ``backends/base.py`` is one implementation of it for
-in-process models with their own KV cache (llama.cpp, transformers); the server backend implements the
-same members over HTTP. Metering is still read from counters around ``next_token`` (the engine adds up
-their differences); a step that returns what it cost is the next cut of this seam.
+The engine types against this Protocol only, and every member is used by it. ``backends/local.py``
+implements it once for in-process models with their own KV cache (llama.cpp, transformers);
+``backends/openai.py`` implements it over HTTP; ``speculative/decoder.py`` wraps any local backend
+in it. A backend is per model *and* per sequence: it holds one KV cache, so two concurrent requests
+need two backends (``TransformersBackend.sharing_weights`` gives one over the same weights).
+
+Metering is returned, never scraped: each ``next_token`` says what it cost in a ``Step``, and the
+engine adds the steps up (``ModelStats.add``).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
 from .sampling import Sampler
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One sampled token and what producing it cost."""
+
+    token: int
+    calls: tuple[int, ...] = ()  # sizes (tokens) of the evaluation calls made, in order
+    row_calls: tuple[int, ...] = ()  # sizes of those calls that kept every position's logits
+    drafted: int = 0  # speculative decoding: tokens a drafter proposed ...
+    accepted: int = 0  # ... and those the target's sampler confirmed
+    draft_calls: tuple[int, ...] = ()  # the draft model's own evaluation calls
+    requests: int = 0  # server backends: completion streams opened
+
+    @property
+    def evaluated(self) -> int:
+        return sum(self.calls)
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One model with one context, as the engine drives it."""
-
-    evaluated_tokens: int  # tokens evaluated so far, never counting a cached token twice
-    eval_calls: int  # evaluation calls so far
-    drafted_tokens: int  # speculative decoding: tokens a drafter proposed ...
-    accepted_draft_tokens: int  # ... and those the target's sampler confirmed
 
     @property
     def n_ctx(self) -> int: ...
@@ -43,7 +60,7 @@ class Backend(Protocol):
     def cached_prefix(self, context: Sequence[int]) -> int:
         """How much of ``context`` the model's cache already holds."""
 
-    def next_token(self, context: Sequence[int], sampler: Sampler) -> int:
+    def next_token(self, context: Sequence[int], sampler: Sampler) -> Step:
         """Bring the context to ``context`` (evaluating only what is new) and sample the next token."""
 
     def pause(self) -> None:

@@ -189,7 +189,7 @@ class _Run:
 
     # --- helpers -----------------------------------------------------------------------------
     def _step(self, role: str) -> int:
-        """Catch the model up, sample one token. Time and evaluation counts go to its stats."""
+        """Catch the model up, sample one token. Its time and the step's cost go to the model's stats."""
         p = self.parts[role]
         if self.last_role not in (None, role):
             self.parts[self.last_role].backend.pause()  # a server stops generating for the idle model
@@ -202,15 +202,12 @@ class _Run:
         if p.first_step:  # what the KV cache holds from the previous request (speculation-proof)
             p.stats.cached_prompt_tokens = min(p.stats.prompt_tokens, b.cached_prefix(p.context))
             p.first_step = False
-        before_eval, before_calls, before_draft, before_ok = (b.evaluated_tokens, b.eval_calls, b.drafted_tokens,
-                                                               b.accepted_draft_tokens)
-        token = b.next_token(p.context, self.sampler)
-        p.stats.drafted_tokens += b.drafted_tokens - before_draft
-        p.stats.accepted_draft_tokens += b.accepted_draft_tokens - before_ok
-        p.stats.evaluated_tokens += p.backend.evaluated_tokens - before_eval
-        p.stats.eval_calls += p.backend.eval_calls - before_calls
+        step = b.next_token(p.context, self.sampler)
+        p.stats.add(step)
+        if step.draft_calls:
+            self.stats.draft.add_calls(step.draft_calls)
         p.stats.seconds += time.perf_counter() - t0
-        return token
+        return step.token
 
     def _append(self, role: Role, token: int | None, data: bytes) -> str:
         """Add output; return the newly decodable text (whole characters only)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .backend import Step
 
 Role = Literal["large", "small", "forced"]  # "forced": text the engine inserted (reasoning-end marker)
 Stage = Literal["reasoning", "answer"]
@@ -30,16 +33,39 @@ class ModelStats:
     seconds: float = 0.0  # time inside this model's backend (evaluation + sampling)
     drafted_tokens: int = 0  # speculative decoding: draft tokens proposed for this model to verify
     accepted_draft_tokens: int = 0  # draft tokens it confirmed (the rest were rejected and rolled back)
+    # evaluation calls by size {tokens: calls}; row_calls: those that kept every position's logits
+    calls: dict[int, int] = field(default_factory=dict)
+    row_calls: dict[int, int] = field(default_factory=dict)
+    first_call: int = 0  # size of the request's first call (its prompt, less what the cache held)
+    server_requests: int = 0  # server backends: completion streams opened
 
     @property
     def rejected_draft_tokens(self) -> int:
         return self.drafted_tokens - self.accepted_draft_tokens
+
+    def add_calls(self, sizes: "tuple[int, ...]", row_sizes: "tuple[int, ...]" = ()) -> None:
+        for n in sizes:
+            if not self.eval_calls:
+                self.first_call = n
+            self.calls[n] = self.calls.get(n, 0) + 1
+            self.evaluated_tokens += n
+            self.eval_calls += 1
+        for n in row_sizes:
+            self.row_calls[n] = self.row_calls.get(n, 0) + 1
+
+    def add(self, step: "Step") -> None:
+        """What one ``next_token`` cost: the engine adds up returned steps, never backend counters."""
+        self.add_calls(step.calls, step.row_calls)
+        self.drafted_tokens += step.drafted
+        self.accepted_draft_tokens += step.accepted
+        self.server_requests += step.requests
 
 
 @dataclass
 class RelayStats:
     large: ModelStats = field(default_factory=ModelStats)
     small: ModelStats = field(default_factory=ModelStats)
+    draft: ModelStats = field(default_factory=ModelStats)  # the draft model's calls (speculative decoding)
     switches: int = 0  # hand-offs large -> small on a cue
     forced_tokens: int = 0  # marker tokens appended by the engine when the budget ran out
     boundary_tokens_discarded: int = 0  # look-ahead tokens sampled to confirm a sentence end, not kept
@@ -65,7 +91,7 @@ class RelayStats:
         d = asdict(self)
         d.update(generated_tokens=self.generated_tokens, large_share=self.large_share,
                  tokens_per_second=self.tokens_per_second)
-        for role in ("large", "small"):
+        for role in ("large", "small", "draft"):
             d[role]["rejected_draft_tokens"] = getattr(self, role).rejected_draft_tokens
         return d
 

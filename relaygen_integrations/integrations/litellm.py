@@ -92,7 +92,8 @@ class _Engine:
 
 
 class RelayGenProvider(CustomLLM):
-    """The handler. ``load_options`` go to ``load_pair`` (backend, n_threads, n_gpu_layers, large_url, ...);
+    """The handler. ``load_options`` go to ``load_pair`` (backend, n_threads, n_gpu_layers, large_url, ...:
+    ``RelaySpec``'s fields, the relay settings and the chosen backend's options, checked here);
     ``reasoning_content``: ``"auto"`` splits reasoning and answer for thinking pairs (marker ``</think>``),
     ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for its engine (finite:
     no request waits forever, say on a stream that something keeps open without reading it)."""
@@ -107,6 +108,9 @@ class RelayGenProvider(CustomLLM):
             raise ConfigError(f"queue_timeout must be a positive number of seconds, not {queue_timeout!r}")
         self.queue_timeout = float(queue_timeout)
         self.load_options = {"progress": False, **load_options}
+        from ..options import RelaySpec
+
+        RelaySpec.from_mapping(self.load_options)  # a keyword no backend or relay setting takes fails here, at once
         self._engines: dict[str, _Engine] = {}
         self._failed: dict[str, tuple[float, RelayGenError]] = {}  # model string -> (when, why) its load failed
         self._loading = threading.Lock()

@@ -25,7 +25,7 @@ from typing import Any
 from lm_eval.api.model import LM
 from tqdm import tqdm
 
-from ..core.engine import RelayConfig, RelayEngine
+from ..core.engine import RelayEngine
 from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError, ContextWindowError, RelayGenError
@@ -53,6 +53,8 @@ def _one_line_errors(method):
     return wrapper
 
 
+# generation settings for tasks that do not set them: lm-eval's 256-token default, greedy
+GENERATION_DEFAULTS = {"max_gen_toks": 256, "temperature": 0.0, "top_p": 1.0, "top_k": 0}
 GEN_KWARGS = ("until", "max_gen_toks", "do_sample", "temperature", "top_p", "top_k", "seed")
 GPU_DEVICES = ("cuda", "mps", "gpu", "metal")
 
@@ -69,8 +71,10 @@ class RelayGenLM(LM):
     mode                relay (default), large or small: one model alone, for baselines
     answer_model        small (default, as in the paper) or large
     min_large_tokens, reasoning_end, answer_reserve_tokens   RelayConfig fields
-    speculative, draft_max, draft_model   speculative decoding of the large model (llamacpp)
-    n_ctx, n_threads, n_gpu_layers, dtype, chat_template, api_key   backend options
+    speculative, draft_max, draft_model   speculative decoding of the large model (llamacpp, hf)
+    backend options     the chosen backend's constructor options, e.g. n_ctx, n_threads, n_gpu_layers,
+                        flash_attn (llamacpp); n_ctx, n_threads, device, dtype (hf); chat_template,
+                        api_key, timeout, retries (openai). Another backend's option is an error.
     max_gen_toks        budget when a task does not set one (256, lm-eval's default)
     temperature, top_p, top_k   sampling when a task does not set it (default greedy)
     seed                base seed (1234); each request's seed is derived from it and the prompt
@@ -80,59 +84,55 @@ class RelayGenLM(LM):
     """
 
     @_one_line_errors
-    def __init__(self, pretrained: str | None = None, pair: str | None = None, large: str | None = None,
-                 small: str | None = None, backend: str = "llamacpp", profile: Any = None,
-                 cues: list[str] | None = None, cue_matching: str | None = None, mode: str = "relay",
-                 answer_model: str = "small", min_large_tokens: int = 5, reasoning_end: str | None = None,
-                 answer_reserve_tokens: int = 0, speculative: str = "auto", draft_max: int = 8,
-                 draft_model: str | None = None, large_url: str | None = None, small_url: str | None = None,
-                 n_ctx: int = 4096, n_threads: int | None = None, n_gpu_layers: int | None = None,
-                 dtype: str | None = None, chat_template: str | None = None, api_key: str | None = None,
-                 max_gen_toks: int = 256, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-                 seed: int = 1234, stats_path: str | None = None, progress: bool = True,
-                 device: str | None = None, batch_size: Any = None, max_batch_size: Any = None,
-                 engine: RelayEngine | None = None, **unknown: Any):
+    def __init__(self, engine: RelayEngine | None = None, stats_path: str | None = None, progress: bool = True,
+                 **model_args: Any):
         super().__init__()
-        if unknown:
-            raise ConfigError(f"unknown relaygen model argument(s): {', '.join(sorted(unknown))}; see "
-                              "`python -c \"from relaygen_integrations.integrations.lm_eval import RelayGenLM; "
-                              "help(RelayGenLM)\"` or README (lm-evaluation-harness)")
+        args = dict(model_args)
+        pretrained, pair = args.pop("pretrained", None), args.pop("pair", None)
         if pretrained and pair and pretrained != pair:
             raise ConfigError("pass the pair once: pretrained= and pair= are the same argument")
-        if cues is not None and profile is not None:
+        cues = args.pop("cues", None)
+        if cues is not None and args.get("profile") is not None:
             raise ConfigError("pass either profile= or cues=, not both")
         if cues is not None and (not isinstance(cues, (list, tuple)) or not all(isinstance(c, str) for c in cues)):
             raise ConfigError(f"cues must be a list of strings (JSON model_args), got {cues!r}")
+        batch_size, _ = args.pop("batch_size", None), args.pop("max_batch_size", None)
         if str(batch_size or 1) not in ("1", "auto"):
             print(f"relaygen: batch_size={batch_size} ignored: requests run one at a time", file=sys.stderr)
+        self.defaults = {k: args.pop(k, v) for k, v in GENERATION_DEFAULTS.items()}
+        SamplingParams(temperature=self.defaults["temperature"], top_p=self.defaults["top_p"],
+                       top_k=self.defaults["top_k"], max_tokens=self.defaults["max_gen_toks"]).validated()
+        self.seed = int(args.pop("seed", 1234))
+        device = args.pop("device", None)
         self.pair = pretrained or pair
-        self.defaults = {"max_gen_toks": max_gen_toks, "temperature": temperature, "top_p": top_p, "top_k": top_k}
-        SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, max_tokens=max_gen_toks).validated()
-        self.seed = int(seed)
         self.progress = progress
         self.records: list[dict] = []
         self._seen: Counter = Counter()
         self._stats_file = Path(stats_path) if stats_path else _stats_path_beside_output(pretrained)
-        config = RelayConfig(mode=mode, answer_model=answer_model, min_large_tokens=min_large_tokens,
-                             reasoning_end=reasoning_end, answer_reserve_tokens=answer_reserve_tokens)
         if engine is None:
-            options = _backend_options(backend, device=device, n_ctx=n_ctx, n_threads=n_threads,
-                                       n_gpu_layers=n_gpu_layers, dtype=dtype, chat_template=chat_template,
-                                       api_key=api_key)
-            from ..loader import load_pair
+            from ..loader import build
+            from ..options import RelaySpec
 
-            engine = load_pair(self.pair, large=large, small=small, backend=backend,
-                               profile=cues if cues is not None else profile, cue_matching=cue_matching,
-                               config=config, large_url=large_url, small_url=small_url,
-                               speculative=speculative, draft_max=draft_max, draft_model=draft_model,
-                               progress=progress, **options)
+            spec = RelaySpec.from_mapping({"pair": self.pair, "progress": progress, **args,
+                                           **({"profile": cues} if cues is not None else {})},
+                                          what="relaygen model argument")
+            spec = _apply_device(spec, device)
+            engine = build(spec)
+        elif args:
+            raise ConfigError(f"with engine= the engine's own configuration applies; drop {', '.join(sorted(args))}")
         self.engine = engine
         mode = engine.config.mode  # an engine passed in brings its own configuration
-        self.scorer = engine.small if mode == "small" else engine.large
-        self.info = {"pair": self.pair, "large": large, "small": small, "backend": backend, "mode": mode,
+        from ..speculative import SpeculativeBackend
+
+        speculative = isinstance(engine.large, SpeculativeBackend)
+        drafter = engine.large.drafter if speculative else None
+        self.scorer = engine.small if mode == "small" else engine.large.target if speculative else engine.large
+        self.info = {"pair": self.pair, "large": model_args.get("large"), "small": model_args.get("small"),
+                     "backend": model_args.get("backend", "llamacpp"), "mode": mode,
                      "profile": engine.profile.name, "cues": list(engine.profile.cues),
                      "cue_matching": engine.profile.mode, "answer_model": engine.config.answer_model,
-                     "speculative": speculative, "scored_by": "small" if mode == "small" else "large"}
+                     "speculative": type(drafter).__name__ if drafter is not None else "off",
+                     "scored_by": "small" if mode == "small" else "large"}
 
     @classmethod
     @_one_line_errors
@@ -335,34 +335,29 @@ def _share(rows: list[dict]) -> float:
     return sum(r["large_tokens"] for r in rows) / tokens if tokens else 0.0
 
 
-def _backend_options(backend: str, device: str | None, **given: Any) -> dict:
-    """Only the options this backend takes. ``device`` comes from lm-eval's ``--device``, whose default
-    is ``cuda:0`` even on machines without CUDA, so it is a preference: llama.cpp offloads every layer for
-    a GPU device (a build without GPU support runs on the CPU regardless), transformers falls back to
-    the best available device, and servers choose their own."""
-    accepted = {"llamacpp": ("n_ctx", "n_threads", "n_gpu_layers"), "hf": ("n_ctx", "n_threads", "dtype"),
-                "openai": ("n_ctx", "chat_template", "api_key")}.get(backend)
-    if accepted is None:
-        return {}  # load_pair names the valid backends
-    wrong = [k for k, v in given.items() if v is not None and k not in accepted]
-    if wrong:
-        raise ConfigError(f"{', '.join(wrong)} do(es) not apply to backend={backend}")
-    options = {k: v for k, v in given.items() if v is not None and k in accepted}
-    if device is None:
-        return options
+def _apply_device(spec, device: str | None):
+    """lm-eval's ``--device`` (default ``cuda:0``, even on machines without CUDA) is a preference, used only
+    when the model arguments do not say: llama.cpp offloads every layer for a GPU device (a build without
+    GPU support runs on the CPU regardless), transformers takes the device when it is there and otherwise
+    picks the best available one, servers choose their own."""
+    from dataclasses import replace
+
+    options = dict(spec.backend_options)
+    if device is None or spec.backend == "openai":
+        return spec
     kind = device.split(":")[0].lower()
-    if backend == "llamacpp" and "n_gpu_layers" not in options:
-        options["n_gpu_layers"] = -1 if kind in GPU_DEVICES else 0
-    elif backend == "hf":
+    if spec.backend == "llamacpp":
+        options.setdefault("n_gpu_layers", -1 if kind in GPU_DEVICES else 0)
+    elif spec.backend == "hf" and "device" not in options:
         import torch
 
-        unavailable = kind == "cuda" and not torch.cuda.is_available() or kind == "mps" and not (
+        available = kind == "cpu" or kind == "cuda" and torch.cuda.is_available() or kind == "mps" and (
             getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available())
-        if unavailable:
+        if not available:
             print(f"relaygen: device {device} is not available here; the hf backend picks the best one",
                   file=sys.stderr)
-        options["device"] = "auto" if unavailable else device
-    return options
+        options["device"] = device if available else "auto"
+    return replace(spec, backend_options=options)
 
 
 def _stats_path_beside_output(pretrained: str | None) -> Path | None:

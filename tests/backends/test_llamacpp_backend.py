@@ -92,3 +92,31 @@ def test_an_amx_build_loads_weights_outside_llama_cpps_extra_buffers(smollm2_pat
     assert np.isfinite(guarded.logits()).all()
     monkeypatch.setenv("RELAYGEN_LLAMA_AMX", "1")  # the documented way to keep AMX where it works
     assert LlamaCppBackend(smollm2_path, n_ctx=128, n_threads=2).llm.model_params.use_extra_bufts is True
+
+
+def test_llama_cpp_pythons_private_api_is_pinned_and_used_in_one_checked_place(monkeypatch):
+    """Regression: the backend reached into llama-cpp-python's private attributes from several places with
+    no upper version bound, so a release renaming one would fail mid-request with an AttributeError."""
+    import ast
+    import re
+    import tomllib
+    from pathlib import Path
+
+    import llama_cpp
+
+    from relaygen_integrations.backends import llamacpp_private
+
+    root = Path(__file__).resolve().parents[2]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pins = [r for reqs in extras.values() for r in reqs if r.startswith("llama-cpp-python")]
+    assert pins and all(re.search(r"<\s*[\d.]+", r) for r in pins), pins  # an upper bound everywhere
+    package = root / "relaygen_integrations"
+    for path in package.rglob("*.py"):
+        if path.name == "llamacpp_private.py":
+            continue
+        private = [n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)
+                   and n.attr in ("_model", "_ctx", "_batch", "input_ids", "n_tokens", "llama_model_default_params")]
+        assert not private, f"{path.relative_to(root)} uses llama-cpp-python internals {private}"
+    monkeypatch.delattr(llama_cpp._internals.LlamaBatch, "set_batch")
+    with pytest.raises(ImportError, match=r"lacks LlamaBatch.set_batch.*llama-cpp-python==0\.3\.36"):
+        llamacpp_private.check()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from relaygen_integrations.bench.costs import UnitCosts, call_sizes, relay_what_if
+from relaygen_integrations.bench.costs import UnitCosts, relay_what_if
 from relaygen_integrations.bench.methods import parse_methods
 from relaygen_integrations.bench.report import _command
 from relaygen_integrations.bench.runner import BenchSettings, data_file, read_records, recorded_settings
@@ -197,7 +197,8 @@ def test_report_tables_and_plots(bench_run, tmp_path):
     (["--methods", "relay"], "must include 'large'"),
     (["--methods", "large,small+draft"], "speculation speeds up the large model"),
     (["--samples", "2"], "needs --temperature > 0"),
-    (["--backend", "hf", "--methods", "large,large+draft"], "need the llamacpp backend"),
+    (["--backend", "openai", "--methods", "large,large+draft"], "run in process: use the llamacpp or hf backend"),
+    (["--dtype", "bfloat16"], "--dtype: not an option of the llamacpp backend (it is one of hf)"),
 ])
 def test_user_mistakes_get_one_clear_line(args, message, tmp_path):
     p = relaygen("bench", "run", "--limit", "1", "--out", str(tmp_path / "x.jsonl"), *args)
@@ -257,7 +258,6 @@ def test_unit_costs_price_calls_by_size():
     c = UnitCosts([1, 4, 16], [0.01, 0.02, 0.08])
     assert c.call(1) == 0.01 and c.call(10) == pytest.approx(0.05) and c.call(32) == pytest.approx(0.16)
     assert c.predict({"1": 3, 16: 1}) == pytest.approx(0.11)
-    assert call_sizes([5, 1, 1]) == {1: 2, 5: 1}
     verify = UnitCosts([1, 4, 16], [0.01, 0.02, 0.08], [1, 4], [0.012, 0.03])
     assert verify.predict({1: 3, 4: 2}, {4: 1}) == pytest.approx(0.03 + 0.02 + 0.03)  # one of the 4s kept every row
 

@@ -130,7 +130,7 @@ def test_each_backend_evaluates_every_token_once():
     r = engine.generate("q", GREEDY)
     for role in ("large", "small"):
         backend, st = getattr(engine, role), getattr(r.stats, role)
-        positions = [p for start, n in backend.eval_log for p in range(start, start + n)]
+        positions = backend.evaluated_positions
         assert positions == list(range(len(positions)))  # contiguous, never re-evaluated
         assert st.evaluated_tokens == len(backend.tokens) <= st.prompt_tokens + r.stats.generated_tokens
 
@@ -152,14 +152,14 @@ def test_bad_prompts_fail_before_any_model_work(prompt):
     engine = pair()
     with pytest.raises(ConfigError):
         engine.generate(prompt, GREEDY)
-    assert engine.large.evaluated_tokens == engine.small.evaluated_tokens == 0
+    assert engine.large.evaluated_positions == engine.small.evaluated_positions == []
 
 
 def test_prompt_longer_than_the_context_window():
     engine = pair(large_kw={"n_ctx": 32})
     with pytest.raises(ConfigError, match="context window"):
         engine.generate("x" * 100, GREEDY)
-    assert engine.large.evaluated_tokens == 0
+    assert engine.large.evaluated_positions == []
 
 
 def test_pair_checks():

@@ -149,16 +149,21 @@ def test_generate_until_honours_until_budget_sampling_and_seeds(smol_lm):
 
 def test_lm_evals_device_is_a_preference():
     """lm-eval passes --device, default cuda:0 even on machines without CUDA."""
-    from relaygen_integrations.integrations.lm_eval import _backend_options
+    from relaygen_integrations.integrations.lm_eval import _apply_device
+    from relaygen_integrations.options import RelaySpec
 
-    assert _backend_options("llamacpp", "cuda:0", n_ctx=4096)["n_gpu_layers"] == -1
-    assert _backend_options("llamacpp", "cpu", n_ctx=4096)["n_gpu_layers"] == 0
-    assert _backend_options("llamacpp", "cuda:0", n_ctx=4096, n_gpu_layers=10)["n_gpu_layers"] == 10
+    def options(device, **given):
+        return _apply_device(RelaySpec.from_mapping({"n_ctx": 4096, **given}), device).backend_options
+
+    assert options("cuda:0")["n_gpu_layers"] == -1
+    assert options("cpu")["n_gpu_layers"] == 0
+    assert options("cuda:0", n_gpu_layers=10)["n_gpu_layers"] == 10
     import torch
 
     expected = "cuda:0" if torch.cuda.is_available() else "auto"
-    assert _backend_options("hf", "cuda:0", n_ctx=4096)["device"] == expected
-    assert "device" not in _backend_options("openai", "cuda:0", n_ctx=4096)
+    assert options("cuda:0", backend="hf")["device"] == expected
+    servers = dict(backend="openai", large_url="http://127.0.0.1:9", small_url="http://127.0.0.1:9")
+    assert "device" not in _apply_device(RelaySpec.from_mapping(servers), "cuda:0").backend_options
 
 
 def test_apply_chat_template_continues_a_prefilled_assistant_turn(smol_lm):

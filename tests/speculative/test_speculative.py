@@ -7,7 +7,7 @@ from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 from relaygen_integrations import ConfigError, RelayConfig, RelayEngine, SamplingParams
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend
 from relaygen_integrations.core.sampling import Sampler
-from relaygen_integrations.speculative import DraftModel, prompt_lookup, verify_draft
+from relaygen_integrations.speculative import DraftModel, SpeculativeBackend, prompt_lookup, verify_draft
 from busy_cues import ANY_LETTER
 from tiny_gguf import write_tiny_gguf
 
@@ -44,9 +44,10 @@ def _engine(target_path, drafter, mode="large", n_batch=512, small_path=None):
     large = LlamaCppBackend(target_path, n_ctx=512, n_threads=2, n_batch=n_batch, chat_format="raw")
     if drafter in ("draft-same", "draft-other"):
         weights = target_path if drafter == "draft-same" else small_path
-        large.set_drafter(DraftModel(LlamaCppBackend(weights, n_ctx=512, n_threads=1, chat_format="raw"), max_tokens=5))
+        drafter = DraftModel(LlamaCppBackend(weights, n_ctx=512, n_threads=1, chat_format="raw"), max_tokens=5)
+        large = SpeculativeBackend(large, drafter)
     elif drafter == "lookup":
-        large.set_drafter(prompt_lookup(5))
+        large = SpeculativeBackend(large, prompt_lookup(5))
     small = LlamaCppBackend(small_path or target_path, n_ctx=512, n_threads=1, chat_format="raw")
     return RelayEngine(large, small, BUSY_CUES, RelayConfig(mode=mode, min_large_tokens=2))
 
@@ -78,7 +79,7 @@ OPTS = dict(n_ctx=2048, n_threads=2, flash_attn=True)
 def _smol_run(path, prompt, drafter, mode, params):
     large, small = LlamaCppBackend(path, **OPTS), LlamaCppBackend(path, **OPTS)
     if drafter:
-        large.set_drafter(DraftModel(LlamaCppBackend(path, **OPTS), max_tokens=6))
+        large = SpeculativeBackend(large, DraftModel(LlamaCppBackend(path, **OPTS), max_tokens=6))
     engine = RelayEngine(large, small, ANY_LETTER, RelayConfig(mode=mode))
     return engine, engine.generate(prompt, params)
 
@@ -90,8 +91,8 @@ def _assert_targets_greedy_choices(path, engine, result, limit=100):
     themselves may part at a near-tie; this property holds on any correct build."""
     check = LlamaCppBackend(path, **OPTS)
     n_prompt = result.stats.large.prompt_tokens
-    context = list(engine.large.tokens[:n_prompt])
-    out = (engine.large._plan or engine.large.tokens)[n_prompt:][:result.stats.generated_tokens]
+    context = list(engine.large.target.tokens[:n_prompt])
+    out = (engine.large._plan or engine.large.target.tokens)[n_prompt:][:result.stats.generated_tokens]
     assert out, "nothing was generated"
     exact = 0
     for token in out[:limit]:
@@ -141,7 +142,7 @@ def test_draft_model_plugs_into_llama_cpp_pythons_own_hook(tiny):
         return llm.create_completion("the cat sat on", max_tokens=40, temperature=0)["choices"][0]["text"]
 
     assert complete(drafter) == complete(None)
-    assert drafter.backend.evaluated_tokens > 0
+    assert drafter.backend.tokens  # it drafted from its own context
 
 
 def test_adaptive_draft_length_follows_acceptance(tiny):
@@ -176,13 +177,14 @@ def test_bad_speculative_settings(tiny, tiny_models):
     target, _ = tiny
     large = LlamaCppBackend(target, n_ctx=64, n_threads=1, chat_format="raw")
     with pytest.raises(ConfigError, match="vocabulary differs"):
-        large.set_drafter(DraftModel(LlamaCppBackend(tiny_models["b"], n_ctx=64, n_threads=1, chat_format="raw")))
+        SpeculativeBackend(large, DraftModel(LlamaCppBackend(tiny_models["b"], n_ctx=64, n_threads=1, chat_format="raw")))
     with pytest.raises(ConfigError, match="its own backend"):
-        large.set_drafter(DraftModel(large))
+        SpeculativeBackend(large, DraftModel(large))
     from relaygen_integrations import load_pair
 
-    with pytest.raises(ConfigError, match="llamacpp backend"):
-        load_pair("smollm2-135m-self", backend="hf", speculative="draft")
+    with pytest.raises(ConfigError, match="runs in process"):
+        load_pair("smollm2-135m-self", backend="openai", speculative="draft", large_url="http://127.0.0.1:9",
+                  small_url="http://127.0.0.1:9")
     with pytest.raises(ConfigError, match="draft_max"):
         load_pair("smollm2-135m-self", speculative="draft", draft_max=0)
     with pytest.raises(ConfigError, match="speculative must be"):
@@ -190,8 +192,53 @@ def test_bad_speculative_settings(tiny, tiny_models):
 
 
 def test_drafters_declare_feedback_and_reset_on_a_protocol(tiny):
-    from relaygen_integrations.speculative.draft import AdaptiveDrafter
+    from relaygen_integrations.speculative.draft import ModelDrafter
 
     target, _ = tiny
-    assert isinstance(DraftModel(LlamaCppBackend(target, n_ctx=64, n_threads=1, chat_format="raw")), AdaptiveDrafter)
-    assert not isinstance(prompt_lookup(3), AdaptiveDrafter)  # plain LlamaDraftModel: neither hook
+    assert isinstance(DraftModel(LlamaCppBackend(target, n_ctx=64, n_threads=1, chat_format="raw")), ModelDrafter)
+    assert not isinstance(prompt_lookup(3), ModelDrafter)  # plain LlamaDraftModel: none of the hooks
+
+
+@pytest.mark.parametrize("mode", ["large", "relay"])
+@pytest.mark.parametrize("weights", ["same", "other"])
+def test_speculation_wraps_the_transformers_backend_too(tiny, mode, weights):
+    """The wrapper needs only what every local backend has (sync, logits, evaluate_rows): transformers
+    drafting with transformers gives the plain tokens on tiny float32 models, greedy and seeded."""
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    from relaygen_integrations.backends.transformers import TransformersBackend
+
+    target, draft = tiny
+
+    def engine(speculate: bool) -> RelayEngine:
+        large = TransformersBackend(target, n_ctx=512, n_threads=2, chat_format="raw")
+        if speculate:
+            drafting = target if weights == "same" else draft
+            drafter = DraftModel(TransformersBackend(drafting, n_ctx=512, n_threads=1, chat_format="raw"), max_tokens=5)
+            large = SpeculativeBackend(large, drafter)
+        small = TransformersBackend(draft, n_ctx=512, n_threads=1, chat_format="raw")
+        return RelayEngine(large, small, BUSY_CUES, RelayConfig(mode=mode, min_large_tokens=2))
+
+    prompt = "the cat sat on the mat and the dog " * 4
+    for params in (SamplingParams(temperature=0, max_tokens=60), SamplingParams(temperature=0.9, seed=3, max_tokens=60)):
+        plain, fast = engine(False).generate(prompt, params, chat=False), engine(True).generate(prompt, params, chat=False)
+        assert fast.text == plain.text
+        st = fast.stats
+        assert st.large.drafted_tokens > 0 and 0 <= st.large.accepted_draft_tokens <= st.large.drafted_tokens
+        if weights == "same" and params.greedy:
+            assert st.large.accepted_draft_tokens == st.large.drafted_tokens
+        if weights == "other":  # random weights disagree: rejections are exercised
+            assert st.large.accepted_draft_tokens < st.large.drafted_tokens
+        assert sum(n * c for n, c in st.large.row_calls.items()) == st.large.drafted_tokens
+        assert st.draft.eval_calls > 0 and st.small.drafted_tokens == 0
+
+
+def test_load_pair_composes_speculation_on_the_hf_backend(smollm2_path):
+    pytest.importorskip("transformers", reason="the hf extra is not installed")
+    from relaygen_integrations import load_pair
+
+    engine = load_pair("smollm2-135m-self", backend="hf", speculative="lookup", n_ctx=512, n_threads=2, mode="large")
+    assert isinstance(engine.large, SpeculativeBackend) and engine.large.target.name == "hf"
+    r = engine.generate("Repeat exactly: one two three, one two three, one two three.",
+                        SamplingParams(temperature=0, max_tokens=24))
+    assert r.stats.large.drafted_tokens > 0 and r.stats.generated_tokens > 0
+    engine.large.close()

@@ -1,12 +1,13 @@
-"""The base of backends that hold a model and its KV cache (the engine's seam is ``core/backend.py``).
+"""The base of backends that hold a model and its KV cache in this process (llama.cpp, transformers).
 
-A backend is one model with one KV cache. The engine tells it which token sequence its context
-should hold (``sync``); the backend evaluates only the tokens it has not seen, after rolling back to
-the longest common prefix if the context changed (a new request). It then exposes next-token
-logits; sampling and margins are computed from those in ``core``, identically for all backends.
-Teacher-forced scoring is a separate capability (``scoring.py``) that in-process backends mix in.
+It implements the engine's protocol (``core/backend.py``) once. The engine says which token sequence
+the context should hold; ``sync`` evaluates only the tokens the cache has not seen, after rolling back
+to the longest common prefix (a new request, a rejected draft, a cut sentence). Sampling is done in
+``core`` from the logits, identically for all backends. ``evaluate_rows`` appends tokens keeping every
+position's logits (speculative verification, checking another model's sentence); rolling part of them
+back is another ``sync``. Teacher-forced scoring is a separate capability (``scoring.py``).
 
-To add an in-process backend, subclass ``Backend`` and implement the abstract methods (about ten
+To add an in-process backend, subclass ``LocalBackend`` and implement its abstract members (about ten
 lines each for a library with a KV cache).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.backend import Step
 from ..core.sampling import Sampler
 from ..errors import ConfigError, ModelFileError
 
@@ -45,17 +47,11 @@ def check_gguf_header(path: Path) -> None:
             raise unloadable_gguf(path, "it does not start with the GGUF signature")
 
 
-class Backend(ABC):
-    name: str = "backend"
+class LocalBackend(ABC):
+    name: str = "local"
 
     def __init__(self) -> None:
         self.tokens: list[int] = []  # what the KV cache holds, in order
-        self.evaluated_tokens = 0  # total tokens ever evaluated: never re-counts a cached token
-        self.eval_calls = 0
-        self.eval_log: list[tuple[int, int]] = []  # (start position, count) of every evaluation
-        self.rows_log: list[int] = []  # sizes of the evaluations that kept every position's logits
-        self.drafted_tokens = 0  # speculative decoding: tokens proposed by a drafter
-        self.accepted_draft_tokens = 0  # ... and those the target's sampler confirmed
         self._fingerprint: str | None = None
 
     # --- what each backend implements -------------------------------------------------------
@@ -98,7 +94,24 @@ class Backend(ABC):
     def logits(self) -> np.ndarray:
         """Next-token logits (float32, length n_vocab) after the last evaluated token."""
 
+    def _evaluate_rows(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append ``tokens`` to the KV cache and return the logits after each. Backends override this
+        with one batched evaluation; this fallback evaluates token by token (``self.tokens`` follows each
+        one, as ``logits`` may read it, and is restored: ``evaluate_rows`` records them all)."""
+        start, rows = len(self.tokens), []
+        for t in tokens:
+            self._evaluate([t])
+            self.tokens.append(t)
+            rows.append(self.logits())
+        del self.tokens[start:]
+        return np.stack(rows)
+
     # --- shared behaviour -------------------------------------------------------------------
+    @property
+    def batch_limit(self) -> int:
+        """The most tokens one evaluation call takes (a speculative verification must fit in one)."""
+        return self.n_ctx
+
     def prompt_tokens(self, prompt: str) -> list[int]:
         """Tokenize a chat-templated prompt: control tokens parsed, BOS added if the model wants it."""
         return self.tokenize(prompt.encode("utf-8"), special=True, add_bos=True)
@@ -117,8 +130,17 @@ class Backend(ABC):
         new = list(context[keep:])
         if new:
             self._evaluate(new)
-            self._record(new)
+            self.tokens.extend(new)
         return len(new)
+
+    def evaluate_rows(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append ``tokens`` to the KV cache in one evaluation and return every position's logits
+        (row i predicts the token after ``tokens[i]``); the last row becomes ``logits()``."""
+        if not tokens:
+            raise ValueError("no tokens to evaluate")
+        rows = self._evaluate_rows(tokens)
+        self.tokens.extend(tokens)
+        return rows
 
     def cached_prefix(self, context: Sequence[int]) -> int:
         """How many leading tokens of ``context`` the KV cache already holds."""
@@ -132,25 +154,13 @@ class Backend(ABC):
             keep += 1
         return keep
 
-    def next_token(self, context: Sequence[int], sampler: "Sampler") -> int:
-        """The token that follows ``context``: local backends evaluate it and sample from the logits
-        with the shared sampler; a server backend overrides this and samples on the server."""
-        self.sync(context)
-        return sampler(self.logits())
+    def next_token(self, context: Sequence[int], sampler: "Sampler") -> Step:
+        """The token that follows ``context``: evaluate what is new, sample from the logits."""
+        n = self.sync(context)
+        return Step(sampler(self.logits()), calls=(n,) if n else ())
 
     def pause(self) -> None:
-        """The other model takes over (or the request ended): a server backend closes its open stream
-        here, so the server stops generating tokens nobody will read. In-process backends keep state."""
-
-    def _record(self, new: list[int], all_rows: bool = False) -> None:
-        """Bookkeeping for tokens just appended to the KV cache. ``all_rows``: the evaluation kept the
-        logits of every position (speculative verification, scoring), which costs more than keeping the last."""
-        self.eval_log.append((len(self.tokens), len(new)))
-        if all_rows:
-            self.rows_log.append(len(new))
-        self.tokens.extend(new)
-        self.evaluated_tokens += len(new)
-        self.eval_calls += 1
+        """The other model takes over: an in-process model keeps its state."""
 
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""
