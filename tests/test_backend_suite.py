@@ -146,3 +146,31 @@ def test_every_backend_is_what_the_engine_types_against(backend_pair):
 
     large, small = backend_pair()
     assert isinstance(large, Backend) and isinstance(small, Backend) and isinstance(ScriptedBackend(["a"]), Backend)
+
+
+def test_a_local_backend_checks_a_sentence_in_one_call_and_rolls_part_of_it_back(backend_pair):
+    """What a checked relay needs from the large model: evaluate another model's sentence in one call keeping
+    every row, then keep only a prefix and write its own token there, evaluating nothing twice."""
+    if backend_pair.name == "openai":
+        pytest.skip("a server backend keeps no KV cache here and returns no rows for text it did not write")
+    import numpy as np
+
+    from relaygen_integrations.core.sampling import Sampler
+
+    large, _ = backend_pair()
+    context = large.prompt_tokens(large.chat_prompt([{"role": "user", "content": PROMPT}]))
+    sentence = large.tokenize(b" The sky looks blue because air scatters short waves most.")
+    large.reset()
+    large.sync(context)
+    rows = large.evaluate_rows(sentence)
+    assert rows.shape[0] == len(sentence) and large.tokens == context + sentence
+    keep = len(sentence) // 2  # cut: the first `keep` tokens stay, the large model writes the next one
+    own = int(np.argmax(rows[keep - 1]))
+    step = large.next_token(context + sentence[:keep] + [own], Sampler(GREEDY))
+    assert step.calls == (1,) and large.tokens == context + sentence[:keep] + [own]  # only its own token
+    fresh, _ = backend_pair()
+    fresh.sync(context + sentence[:keep] + [own])
+    # the same state as a context that never held the rest of the sentence, up to batch rounding (SmolLM2
+    # Q4_1 differs by up to 0.91 logits between batch shapes: evals/batch_numerics.py); a rollback that kept
+    # the cut tokens in the cache would differ by several logits
+    assert float(np.abs(large.logits() - fresh.logits()).max()) < 1.5
