@@ -73,6 +73,10 @@ def _print_stats(console, result, engine) -> None:
         console.print(f"speculative: {st.large.drafted_tokens} drafted · {st.large.accepted_draft_tokens} accepted · "
                       f"{st.large.rejected_draft_tokens} rejected "
                       f"({st.large.accepted_draft_tokens / st.large.drafted_tokens:.0%} acceptance)")
+    if st.sentences_checked:
+        console.print(f"check {engine.check_policy}: {st.sentences_checked} sentences checked · {st.sentences_cut} cut · "
+                      f"{st.small_tokens_discarded} small tokens thrown away · {st.cut_tokens} written by the large "
+                      "model at cuts")
 
 
 def cmd_generate(args) -> int:

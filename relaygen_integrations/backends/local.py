@@ -121,17 +121,29 @@ class LocalBackend(ABC):
         if not context:
             raise ValueError("cannot evaluate an empty context")
         keep = self.cached_prefix(context)
-        n = len(self.tokens)
         if keep == len(context):
             keep -= 1  # logits for the last position are needed: re-evaluate one token
-        if keep < n:
-            self._truncate(keep)
-            del self.tokens[keep:]
+        self._rollback(keep)
         new = list(context[keep:])
         if new:
             self._evaluate(new)
             self.tokens.extend(new)
         return len(new)
+
+    def _rollback(self, keep: int) -> None:
+        if keep < len(self.tokens):
+            self._truncate(keep)
+            del self.tokens[keep:]
+
+    def check_rows(self, context: Sequence[int], n: int) -> tuple[np.ndarray, int]:
+        """``context`` in the cache through one call of what it lacks (at least the token before its last
+        ``n``), keeping every row: the ``n + 1`` rows that predict its last ``n`` tokens and the next one."""
+        if not 0 <= n < len(context):
+            raise ValueError(f"need 0 <= n < len(context), got n={n}, len={len(context)}")
+        keep = min(self.cached_prefix(context), len(context) - n - 1)
+        self._rollback(keep)
+        rows = self.evaluate_rows(list(context[keep:]))
+        return rows[-(n + 1):], len(context) - keep
 
     def evaluate_rows(self, tokens: Sequence[int]) -> np.ndarray:
         """Append ``tokens`` to the KV cache in one evaluation and return every position's logits

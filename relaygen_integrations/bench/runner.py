@@ -298,6 +298,7 @@ def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sam
         "correct": answers_match(result.text, problem["answer"]), "wall_s": round(st.wall_seconds, 4),
         "finish": st.finish_reason, "tokens": st.generated_tokens, "large_tokens": st.large.generated_tokens,
         "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
+        **st.check_counts(),
         "models": {role: _model_record(getattr(st, role)) for role in ("large", "small")},
         "calls": {role: dict(sorted(m.calls.items())) for role, m in metered.items()},
         "row_calls": {role: dict(sorted(m.row_calls.items())) for role, m in metered.items()},

@@ -13,9 +13,12 @@ engine adds the steps up (``ModelStats.add``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 from .sampling import Sampler
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,3 +73,13 @@ class Backend(Protocol):
         """A new request begins."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class RowBackend(Backend, Protocol):
+    """A backend that can evaluate text it did not write keeping every row (in-process ones): what a
+    checked relay asks of its large model."""
+
+    def check_rows(self, context: Sequence[int], n: int) -> "tuple[np.ndarray, int]":
+        """Bring the cache to ``context`` in one call; the rows predicting its last ``n`` tokens and the
+        token after them (``n + 1`` rows), and how many tokens the call evaluated."""

@@ -24,6 +24,8 @@ class RelayConfig:
     # evaluating a prompt in different batches rounds logits differently, so greedy output could
     # then depend on the previous request. Off by default: the same request gives the same text.
     reuse_prompt_cache: bool = False
+    # Checked relay (core/check.py): "off", "exact", or "tau=P" (a probability threshold); relay mode only.
+    check: str = "off"
 
     def validated(self) -> "RelayConfig":
         if self.mode not in ("relay", "large", "small"):
@@ -38,4 +40,7 @@ class RelayConfig:
             raise ConfigError("reasoning_end must be a non-empty string or None")
         if self.handoff not in ("auto", "ids", "text"):
             raise ConfigError(f"handoff must be auto, ids or text, not {self.handoff!r}")
+        from .check import CheckPolicy
+
+        CheckPolicy.parse(self.check)
         return self

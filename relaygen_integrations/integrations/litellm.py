@@ -329,13 +329,13 @@ def _chunk(model: str, field: str, text: str, writer: str | None, finish: str | 
 
 
 def _usage(stats: RelayStats) -> Any:
-    """OpenAI's three counts plus ``relay``: who wrote how much, switches, time."""
+    """OpenAI's three counts plus ``relay``: who wrote how much, switches, the check's counts, time."""
     prompt = stats.large.prompt_tokens or stats.small.prompt_tokens
     return litellm.Usage(prompt_tokens=prompt, completion_tokens=stats.generated_tokens,
                          total_tokens=prompt + stats.generated_tokens,
                          relay={"large_tokens": stats.large.generated_tokens, "small_tokens": stats.small.generated_tokens,
                                 "large_share": round(stats.large_share, 4), "switches": stats.switches,
-                                "seconds": round(stats.wall_seconds, 3)})
+                                **stats.check_counts(), "seconds": round(stats.wall_seconds, 3)})
 
 
 @contextmanager

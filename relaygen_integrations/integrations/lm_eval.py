@@ -285,7 +285,8 @@ class RelayGenLM(LM):
             "task": req.task_name, "doc_id": req.doc_id, "prompt_tokens": (s.large.prompt_tokens or s.small.prompt_tokens),
             "generated_tokens": s.generated_tokens, "large_tokens": s.large.generated_tokens,
             "small_tokens": s.small.generated_tokens, "large_share": round(s.large_share, 4),
-            "switches": s.switches, "seconds": round(s.wall_seconds, 3), "finish_reason": s.finish_reason,
+            "switches": s.switches, **s.check_counts(), "seconds": round(s.wall_seconds, 3),
+            "finish_reason": s.finish_reason,
             "cues_fired": s.cues_fired,
         })
 

@@ -154,3 +154,10 @@ def test_scoring_is_a_capability_checked_once_before_any_work(smollm2_path, smol
     with pytest.raises(ConfigError, match=r"^calibration .* openai backend"):
         calibrate(engine, data="gsm8k", out=tmp_path / "profile.json", problems=1, samples=1, progress=False)
     assert large._stream_context == small._stream_context == [] and not list(tmp_path.iterdir())  # nothing sent
+
+
+def test_a_checked_relay_over_servers_is_one_clear_error(smollm2_path, smollm2_servers):
+    """The OpenAI API returns no per-position probabilities of text the server did not write."""
+    large, small = (OpenAIBackend(url, chat_template=smollm2_path) for url in smollm2_servers)
+    with pytest.raises(ConfigError, match="OpenAI API returns no per-position probabilities"):
+        RelayEngine(large, small, ANY_LETTER, RelayConfig(check="tau=0.01"))

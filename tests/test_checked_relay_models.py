@@ -1,0 +1,86 @@
+"""The checked relay on real (tiny, float32) llama.cpp and transformers models: with ``exact`` the output is the
+large model's alone, token for token, greedy and seeded, however often the small model's sentences are cut."""
+
+import pytest
+
+from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams
+from relaygen_integrations.backends.llamacpp import LlamaCppBackend
+from busy_cues import ANY_LETTER
+from tiny_gguf import write_tiny_gguf
+
+PROMPT = "the cat sat on the mat and the dog " * 3
+
+
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory):
+    """Same vocabulary as tiny_models["a"], other weights: the small model that is often wrong."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("checked") / "tiny-a3.gguf", seed=3)
+
+
+def _backend(kind, path, threads=1):
+    if kind == "hf":
+        pytest.importorskip("transformers", reason="the hf extra is not installed")
+        from relaygen_integrations.backends.transformers import TransformersBackend
+
+        return TransformersBackend(path, n_ctx=512, n_threads=threads, chat_format="raw")
+    return LlamaCppBackend(path, n_ctx=512, n_threads=threads, chat_format="raw")
+
+
+@pytest.mark.parametrize("kind", ["llamacpp", "hf"])
+def test_exact_check_gives_the_large_models_own_tokens(kind, tiny_models, other_weights):
+    checked_any = cut_any = 0
+    for params in (SamplingParams(temperature=0, max_tokens=80), SamplingParams(temperature=0.9, seed=5, max_tokens=80)):
+        reference = RelayEngine(_backend(kind, tiny_models["a"], 2), _backend(kind, other_weights), ANY_LETTER,
+                                RelayConfig(mode="large"))
+        alone = reference.generate(PROMPT, params, chat=False)
+        engine = RelayEngine(_backend(kind, tiny_models["a"], 2), _backend(kind, other_weights), ANY_LETTER,
+                             RelayConfig(min_large_tokens=1, check="exact"))
+        r = engine.generate(PROMPT, params, chat=False)
+        assert r.text == alone.text and r.stats.generated_tokens == alone.stats.generated_tokens
+        st = r.stats
+        checked_any += st.sentences_checked
+        cut_any += st.sentences_cut
+        assert st.small_tokens_discarded >= st.sentences_cut == st.cut_tokens
+        assert sum(s.tokens for s in r.segments) == st.generated_tokens
+        # the large model's cache holds the output as it stands (what the large model alone holds), nothing
+        # it threw away; it may hold one token more or less than the other (its last one is evaluated or not)
+        mine, theirs = engine.large.tokens, reference.large.tokens
+        n = min(len(mine), len(theirs))
+        assert mine[:n] == theirs[:n] and abs(len(mine) - len(theirs)) <= 1
+    assert checked_any > 0 and cut_any > 0  # random weights disagree: cuts really happened
+
+
+def test_every_entry_point_takes_the_check_and_refuses_nonsense(smollm2_path, tmp_path):
+    """CLI (--check), Python (load_pair), lm-eval (model_args) and LiteLLM (handler keywords): a policy is
+    accepted and its counts reported; a bad one is one clear line."""
+    import json
+    import subprocess
+    import sys
+
+    from relaygen_integrations import ConfigError, load_pair
+
+    engine = load_pair("smollm2-135m-self", check="tau=0.05", n_ctx=512, n_threads=2)
+    assert str(engine.check_policy) == "tau=0.05"
+    with pytest.raises(ConfigError, match="check must be off, exact"):
+        load_pair("smollm2-135m-self", check="always", n_ctx=512, n_threads=2)
+    cli = [sys.executable, "-m", "relaygen_integrations.cli", "generate", "Say hi.", "--pair", "smollm2-135m-self",
+           "--n-ctx", "512", "--threads", "2", "--max-tokens", "16", "--temperature", "0"]
+    ok = subprocess.run(cli + ["--check", "exact", "--json"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    stats = json.loads(ok.stdout)["stats"]
+    assert {"sentences_checked", "sentences_cut", "small_tokens_discarded", "cut_tokens"} <= set(stats)
+    bad = subprocess.run(cli + ["--check", "tau=2"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "tau must be a probability in (0, 1)" in bad.stderr and "Traceback" not in bad.stderr
+    pytest.importorskip("lm_eval")
+    from relaygen_integrations.integrations.lm_eval import RelayGenLM
+
+    lm = RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=exact,n_ctx=512,n_threads=2,progress=False")
+    assert lm.engine.check_policy.kind == "exact"
+    with pytest.raises(ConfigError, match="check must be"):
+        RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=maybe,n_ctx=512,n_threads=2")
+    pytest.importorskip("litellm")
+    from relaygen_integrations.integrations.litellm import RelayGenProvider
+
+    with pytest.raises(ConfigError, match="check must be"):
+        RelayGenProvider(check="maybe", n_ctx=512, n_threads=2)
+    assert RelayGenProvider(check="exact", n_ctx=512, n_threads=2).load_options["check"] == "exact"
