@@ -7,6 +7,9 @@
     relay:PROFILE    RelayGen with any profile (built-in name or JSON file)
     METHOD+draft     the large model decodes speculatively, the pair's small model drafting
     METHOD+lookup    the large model decodes speculatively, prompt lookup drafting
+    RELAY+check      checked relay (core/check.py) at the pair's calibrated threshold (its profile's check.tau)
+    RELAY+tau=P      checked relay at threshold P, e.g. relay+tau=0.01 (for sweeps)
+    RELAY+exact      checked relay, sample-and-match: the large model's own output
 
 ``large+draft`` is speculative decoding alone; ``relay+draft`` composes it with relaying. All methods
 share the two models' backends (one copy of each model in memory); a speculative method's engine wraps
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ..core.check import CheckPolicy
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +37,7 @@ class Method:
     mode: str  # large | small | relay
     profile: str | None = None  # None: the pair's own profile
     speculative: str = "off"  # off | draft | lookup
+    check: str = "off"  # off | check (the pair's calibrated tau) | exact | tau=P
 
 
 def parse_methods(spec: str) -> list[Method]:
@@ -42,8 +47,11 @@ def parse_methods(spec: str) -> list[Method]:
         if not name:
             continue
         base, _, spec_mode = name.partition("+")
-        if spec_mode and spec_mode not in SPECULATION:
-            raise ConfigError(f"method {name!r}: after '+' comes draft or lookup, not {spec_mode!r}")
+        checking = spec_mode in ("check", "exact") or spec_mode.startswith("tau=")
+        if spec_mode and spec_mode not in SPECULATION and not checking:
+            raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact or tau=P, not {spec_mode!r}")
+        if spec_mode.startswith("tau="):
+            CheckPolicy.parse(spec_mode)  # a bad threshold fails here, before any model loads
         if base in ("large", "small", "relay"):
             method = Method(name, base)
         elif base == "relay-all":
@@ -57,6 +65,10 @@ def parse_methods(spec: str) -> list[Method]:
             if method.mode == "small":
                 raise ConfigError(f"method {name!r}: speculation speeds up the large model; small runs alone")
             method = replace(method, speculative=spec_mode)
+        if checking:
+            if method.mode != "relay":
+                raise ConfigError(f"method {name!r}: a check vets the small model's sentences in a relay")
+            method = replace(method, check=spec_mode)
         if name in seen:
             raise ConfigError(f"method {name!r} is listed twice")
         seen.add(name)
@@ -81,8 +93,19 @@ class MethodRunner:
         for m in methods:
             profile = load_profile(m.profile) if m.profile else base.profile
             large = SpeculativeBackend(base.large, drafters[m.speculative]) if m.speculative != "off" else base.large
-            self.engines[m.name] = RelayEngine(large, base.small, profile, replace(base.config, mode=m.mode))
+            config = replace(base.config, mode=m.mode, check=_check_of(m, base.profile))
+            self.engines[m.name] = RelayEngine(large, base.small, profile, config)
         self.methods = {m.name: m for m in methods}
 
     def engine(self, name: str) -> "RelayEngine":
         return self.engines[name]
+
+
+def _check_of(method: Method, pair_profile) -> str:
+    """The method's check policy; ``check`` is the pair's calibrated threshold (whatever cues the method uses)."""
+    if method.check != "check":
+        return method.check
+    if pair_profile.check_tau is None:
+        raise ConfigError(f"method {method.name!r} needs the pair's calibrated check threshold, and profile "
+                          f"{pair_profile.name!r} has none: run `relaygen calibrate`, or name one (relay+tau=0.01)")
+    return f"tau={pair_profile.check_tau}"

@@ -19,6 +19,7 @@ from ..registry import sha256_file
 from .margins import teacher_force
 from .plot import plot_cue_table
 from .table import cue_table, select_cues
+from .threshold import DEFAULT_QUANTILE, self_probabilities, threshold_from
 from .traces import generate_traces
 
 def check_writable(path: Path) -> None:
@@ -34,11 +35,13 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
               samples: int = 4, seed: int = 0, params: SamplingParams | None = None,
               candidates: list[str] | None = None, mode: MatchMode = "word", threshold: float = 0.0,
               min_occurrences: int = 5, traces_path: str | Path | None = None, models: dict | None = None,
-              plot: bool = True, progress: bool = True) -> dict:
-    """Run the whole calibration and write the profile JSON (atomically) and its plot. Returns the profile."""
+              plot: bool = True, progress: bool = True, check_quantile: float = DEFAULT_QUANTILE) -> dict:
+    """Run the whole calibration and write the profile JSON (atomically) and its plot. Returns the profile.
+    Besides the cues it records the checked relay's default threshold (``check.tau``, calibration/threshold.py)."""
     out = Path(out)
     check_writable(out)
     require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
+    large = require_scoring(engine.large, "calibration (it teacher-forces the large model over its own traces)")
     data_path = data_file(data)
     if start < 0 or problems <= 0 or samples <= 0:
         raise ConfigError("--start must be >= 0, --problems and --samples > 0")
@@ -58,19 +61,28 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
                TimeRemainingColumn())
     t0 = time.perf_counter()
     with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("1/2 large model writes traces", total=len(chosen) * samples)
+        task = bar.add_task("1/3 large model writes traces", total=len(chosen) * samples)
         traces = generate_traces(engine, chosen, samples, seed, params, traces_path, large_name,
                                  on_trace=lambda rec, reused: bar.advance(task))
     t_traces = time.perf_counter() - t0
     t1 = time.perf_counter()
     scored = []
     with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("2/2 small model scores them", total=len(traces))
+        task = bar.add_task("2/3 small model scores them", total=len(traces))
         for rec in traces:
             prompt = engine.small.chat_prompt([{"role": "user", "content": math_prompt(rec["problem"])}])
             scored.append(teacher_force(engine.small, prompt, rec["trace"]))
             bar.advance(task)
     t_margins = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    own = []
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("3/3 large model scores its own traces", total=len(traces))
+        for rec in traces:
+            prompt = large.chat_prompt([{"role": "user", "content": math_prompt(rec["problem"])}])
+            own.append(self_probabilities(large, prompt, rec["trace"]))
+            bar.advance(task)
+    check = _check_threshold(own, check_quantile, time.perf_counter() - t2)
     rows, overall = cue_table(scored, candidates, mode)
     selected = select_cues(rows, threshold, min_occurrences)
     if not selected:
@@ -82,6 +94,7 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
         "matching": mode,
         "selection": {"threshold": threshold, "min_occurrences": min_occurrences, "rule": "delta > threshold"},
         "overall_mean_margin": overall,
+        "check": check,
         "table": [r.to_dict() for r in sorted(rows, key=lambda r: math.inf if math.isnan(r.delta) else -r.delta)],
         "models": models,
         "data": {"file": data_path.name, "sha256": sha256_file(data_path), "start": start, "problems": len(chosen),
@@ -104,3 +117,15 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
         plot_cue_table(rows, overall, out.with_suffix(".png"),
                        f"{out.stem}: {len(traces)} traces, {len(selected)} of {len(candidates)} cues selected")
     return profile
+
+
+def _check_threshold(probabilities: list, quantile: float, seconds: float) -> dict:
+    """The profile's ``check`` entry: tau and how it was derived (tau None, with the reason, on too few tokens)."""
+    rule = (f"tau = the {quantile:.1%} quantile of the large model's teacher-forced probability of the tokens "
+            "of its own traces")
+    tokens = int(sum(len(p) for p in probabilities))
+    try:
+        tau = threshold_from(probabilities, quantile)
+    except ConfigError as e:
+        return {"tau": None, "why": str(e), "quantile": quantile, "rule": rule, "scored_tokens": tokens}
+    return {"tau": tau, "quantile": quantile, "rule": rule, "scored_tokens": tokens, "seconds": round(seconds, 1)}

@@ -29,6 +29,7 @@ class CueProfile:
     cues: tuple[str, ...]
     mode: MatchMode = "word"
     source: str = "builtin"
+    check_tau: float | None = None  # the checked relay's calibrated threshold (calibration/threshold.py), if any
 
     def matcher(self) -> CueMatcher:
         return CueMatcher(self.cues, self.mode)
@@ -47,7 +48,7 @@ def load_profile(spec: "str | Path | Iterable[str] | CueProfile | None", mode: M
     else:
         profile = CueProfile("custom", validate_cues(spec), source="list")
     if mode is not None:
-        profile = CueProfile(profile.name, profile.cues, mode, profile.source)
+        profile = CueProfile(profile.name, profile.cues, mode, profile.source, profile.check_tau)
     profile.matcher()  # validates cues and mode now, before any model work
     return profile
 
@@ -63,8 +64,11 @@ def _from_file(path: Path) -> CueProfile:
     if not isinstance(data, dict) or "cues" not in data:
         raise ConfigError(f"cue profile {path} must be a JSON object with a 'cues' list")
     try:
+        tau = (data.get("check") or {}).get("tau")
+        if tau is not None and not (isinstance(tau, (int, float)) and 0 < tau < 1):
+            raise ConfigError(f"check.tau must be a probability in (0, 1), got {tau!r}")
         profile = CueProfile(str(data.get("name", path.stem)), validate_cues(data["cues"]), data.get("matching", "word"),
-                             str(path))
+                             str(path), tau)
         profile.matcher()
     except ConfigError as e:
         raise ConfigError(f"cue profile {path}: {e}") from None

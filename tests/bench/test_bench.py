@@ -18,7 +18,7 @@ from relaygen_integrations.bench.summary import load_results, sign_test, summari
 from relaygen_integrations.errors import ConfigError
 from busy_cues import ANY_LETTER_FILE
 
-METHODS = "large,small,relay,relay-all,large+draft,relay+lookup"
+METHODS = "large,small,relay,relay-all,large+draft,relay+lookup,relay+exact"
 REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
 
 
@@ -81,6 +81,11 @@ def test_run_writes_one_graded_record_per_method_and_problem(bench_run):
         assert sum(int(n) * c for n, c in d["row_calls"]["large"].items()) == d["models"]["large"]["drafted_tokens"]
     assert not any(by[(m, i)]["row_calls"]["large"] for m in ("large", "relay", "relay-all") for i in (0, 1))
     assert all(by[("relay+lookup", i)]["models"]["large"]["drafted_tokens"] > 0 for i in (0, 1))
+    for i in (0, 1):  # the checked relay vetted every sentence the small model began, and says so
+        checked = by[("relay+exact", i)]
+        assert checked["sentences_checked"] >= checked["switches"] > 0
+        assert checked["small_tokens_discarded"] >= checked["sentences_cut"] == checked["cut_tokens"]
+        assert by[("relay", i)]["sentences_checked"] == 0
 
 
 def test_answer_stage_compares_small_and_large_answers_on_the_same_trace(bench_run):

@@ -125,8 +125,15 @@ def test_calibration_profile_round_trips_into_the_runtime(smol_engine, tmp_path)
     assert {r["cue"] for r in saved["table"]} == set(WORDS)
     assert saved["data"]["problem_ids"] == ["p0", "p1"] and saved["cost"]["trace_tokens"] > 0
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check = saved["check"]  # the checked relay's threshold, from the large model's own traces
+    assert check["scored_tokens"] > 0 and check["quantile"] == 0.01 and "quantile" in check["rule"]
+    assert (check["tau"] is None and "too few" in check["why"]) or 0 < check["tau"] < 1
     loaded = load_profile(out)
-    assert loaded.cues == tuple(saved["cues"]) and loaded.name == "smol-profile"
+    assert loaded.cues == tuple(saved["cues"]) and loaded.name == "smol-profile" and loaded.check_tau == check["tau"]
+    few = calibrate(smol_engine, data=data, out=tmp_path / "q.json", problems=2, samples=2, seed=1, params=PARAMS,
+                    candidates=WORDS, threshold=-1.0, min_occurrences=1, progress=False, plot=False,
+                    check_quantile=0.2)
+    assert 0 < few["check"]["tau"] < 1 and load_profile(tmp_path / "q.json").check_tau == few["check"]["tau"]
     relay = RelayEngine(smol_engine.large, smol_engine.small, loaded)
     cue = saved["cues"][0]  # the runtime matcher fires on the saved cues (whatever the model writes)
     assert relay.matcher.fired(f"x {cue} y", 0).cue == cue
