@@ -85,6 +85,11 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
     if spec:
         md += ["", "Speculative decoding: " + "; ".join(
             f"{r.method} accepted {_pct(r.acceptance)}% of drafted tokens" for r in spec) + "."]
+    checks = [r for r in rows if r.checked is not None]
+    if checks:
+        md += ["", "Checked relay: " + "; ".join(
+            f"{r.method} checked {r.checked[0]} sentences, cut {r.checked[1]} ({_pct(r.checked[1] / r.checked[0])}%), "
+            f"threw away {r.checked[2]} small-model tokens" for r in checks) + "."]
     stage = answer_stage(results)
     if stage:
         md += ["", "### Answer stage: small vs large model on the same reasoning",

@@ -115,6 +115,7 @@ class MethodSummary:
     only_large: int = 0
     sign_p: float | None = None
     acceptance: float | None = None  # speculative: accepted / drafted tokens
+    checked: tuple[int, int, int] | None = None  # checked relay: sentences checked, cut, small tokens thrown away
     predicted_speedup: float | None = None
     memory_bound_speedup: float | None = None  # the same calls priced as on memory-bound hardware
     anchored_speedup: float | None = None  # unit costs rescaled per model so the one-model baselines fit
@@ -154,6 +155,9 @@ def summarise(results: Results) -> list[MethodSummary]:
             large_share=sum(r["large_tokens"] for r in recs) / tokens if tokens else 0.0,
             switches=sum(r["switches"] for r in recs) / len(recs),
             length_finishes=sum(r["finish"] == "length" for r in recs), total_s=sum(walls))
+        checked = sum(r.get("sentences_checked", 0) for r in recs)
+        if checked:
+            s.checked = (checked, sum(r["sentences_cut"] for r in recs), sum(r["small_tokens_discarded"] for r in recs))
         drafted = sum(r["models"]["large"]["drafted_tokens"] for r in recs)
         if drafted:
             s.acceptance = sum(r["models"]["large"]["accepted_draft_tokens"] for r in recs) / drafted

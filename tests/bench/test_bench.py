@@ -184,7 +184,8 @@ def test_report_tables_and_plots(bench_run, tmp_path):
     assert p.returncode == 0, p.stderr
     md = out.read_text()
     for part in ("## Headline", "## GSM8K: 2 problems, greedy, at most 64 tokens", "### Answer stage",
-                 "### Cost model: predicted vs measured", "Where the time went", "relaygen bench run --data gsm8k"):
+                 "### Cost model: predicted vs measured", "Where the time went", "relaygen bench run --data gsm8k",
+                 "Checked relay: relay+exact checked"):
         assert part in md
     for m in METHODS.split(","):
         assert f"| {m} |" in md
@@ -198,7 +199,9 @@ def test_report_tables_and_plots(bench_run, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "gsm9k"], "unknown data set 'gsm9k'"),
-    (["--methods", "large,relay+magic"], "after '+' comes draft or lookup"),
+    (["--methods", "large,relay+magic"], "after '+' comes draft, lookup, check, exact or tau=P"),
+    (["--methods", "large,large+exact"], "a check vets the small model's sentences in a relay"),
+    (["--methods", "large,relay+tau=2"], "tau must be a probability in (0, 1)"),
     (["--methods", "relay"], "must include 'large'"),
     (["--methods", "large,small+draft"], "speculation speeds up the large model"),
     (["--samples", "2"], "needs --temperature > 0"),
