@@ -245,6 +245,35 @@ def accuracy_vs_speedup(all_results: list[Results], path: Path) -> Path:
     return path
 
 
+def accuracy_vs_small_share(all_results: list[Results], path: Path) -> Path:
+    """The checked relay's frontier: pass@1 against the small model's share of the tokens, per method; the
+    threshold sweep's methods (``relay+tau=P``) joined in order of share, ``large`` at share 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for d, res in enumerate(all_results):
+        rows = summarise(res)
+        for r in rows:
+            share = 100 * (1 - r.large_share)
+            ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
+                        fmt="osD^v"[d % 5], capsize=3, label=f"{r.method} ({_dataset_name(res)})")
+        sweep = sorted((1 - r.large_share, r.pass1) for r in rows if "+tau=" in r.method)
+        if len(sweep) > 1:
+            ax.plot([100 * x for x, _ in sweep], [100 * y for _, y in sweep], color="grey", lw=0.8)
+    ax.set_xlabel("small model's share of the tokens (%)")
+    ax.set_ylabel("pass@1 (%), 95% CI")
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("Accuracy vs the small model's share (checked relay frontier)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def headline(all_results: list[Results]) -> list[str]:
     """One row per method, pass@1 and speedup per data set."""
     names = [_dataset_name(r) for r in all_results]
@@ -274,6 +303,9 @@ def write_report(paths: list[Path], out: Path, title: str = "RelayGen benchmark"
     if plots:
         chart = accuracy_vs_speedup(all_results, out.parent / "accuracy_vs_speedup.png")
         md += ["", f"![accuracy vs speedup]({chart.name})"]
+        if any("+" in m and m.split("+", 1)[1] in ("check", "exact") or "+tau=" in m for r in all_results for m in r.methods):
+            frontier = accuracy_vs_small_share(all_results, out.parent / "accuracy_vs_small_share.png")
+            md += ["", f"![accuracy vs small-model share]({frontier.name})"]
     for res in all_results:
         md += [""] + section(res, out.parent if plots else None)
     out.write_text("\n".join(md) + "\n", encoding="utf-8")

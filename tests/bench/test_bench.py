@@ -189,7 +189,7 @@ def test_report_tables_and_plots(bench_run, tmp_path):
         assert part in md
     for m in METHODS.split(","):
         assert f"| {m} |" in md
-    for png in ("accuracy_vs_speedup.png", "gsm8k_tokens.png"):
+    for png in ("accuracy_vs_speedup.png", "gsm8k_tokens.png", "accuracy_vs_small_share.png"):
         assert (out.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = summarise(load_results(bench_run))
     large = next(r for r in rows if r.method == "large")
