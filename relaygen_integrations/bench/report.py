@@ -207,11 +207,17 @@ def token_strip(results: Results, path: Path) -> tuple[Path, dict] | None:
     share = pick["large_tokens"] / max(1, pick["tokens"])
     ax.set_title(f"{_dataset_name(results)} {pick['id']}, {pick['method']}: {pick['tokens']} tokens, "
                  f"{share:.0%} by the large model, {pick['switches']} switches", fontsize=9, loc="left")
+    _save(fig, path)
+    return path, pick
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-    return path, pick
 
 
 def accuracy_vs_speedup(all_results: list[Results], path: Path) -> Path:
@@ -238,10 +244,7 @@ def accuracy_vs_speedup(all_results: list[Results], path: Path) -> Path:
     ax.set_ylabel("pass@1 (%), 95% CI")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Accuracy vs speed (this machine)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -267,10 +270,7 @@ def accuracy_vs_small_share(all_results: list[Results], path: Path) -> Path:
     ax.set_ylabel("pass@1 (%), 95% CI")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title("Accuracy vs the small model's share (checked relay frontier)")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
