@@ -26,22 +26,27 @@ def _backend(kind, path, threads=1):
     return LlamaCppBackend(path, n_ctx=512, n_threads=threads, chat_format="raw")
 
 
+@pytest.mark.parametrize("answer", [False, True], ids=["reasoning", "with-answer"])
 @pytest.mark.parametrize("kind", ["llamacpp", "hf"])
-def test_exact_check_gives_the_large_models_own_tokens(kind, tiny_models, other_weights):
+def test_exact_check_gives_the_large_models_own_tokens(kind, answer, tiny_models, other_weights):
+    # with-answer: the budget forces the reasoning-end marker 20 tokens before the end and the small model
+    # writes the answer, which the large model checks as it ends
+    stage = dict(reasoning_end=" mat", answer_reserve_tokens=20) if answer else {}
     checked_any = cut_any = 0
     for params in (SamplingParams(temperature=0, max_tokens=80), SamplingParams(temperature=0.9, seed=5, max_tokens=80)):
         reference = RelayEngine(_backend(kind, tiny_models["a"], 2), _backend(kind, other_weights), ANY_LETTER,
-                                RelayConfig(mode="large"))
+                                RelayConfig(mode="large", **stage))
         alone = reference.generate(PROMPT, params, chat=False)
         engine = RelayEngine(_backend(kind, tiny_models["a"], 2), _backend(kind, other_weights), ANY_LETTER,
-                             RelayConfig(min_large_tokens=1, check="exact"))
+                             RelayConfig(min_large_tokens=1, check="exact", **stage))
         r = engine.generate(PROMPT, params, chat=False)
+        assert r.answer == alone.answer and (r.answer != "") == answer
         assert r.text == alone.text and r.stats.generated_tokens == alone.stats.generated_tokens
         st = r.stats
         checked_any += st.sentences_checked
         cut_any += st.sentences_cut
         assert st.small_tokens_discarded >= st.sentences_cut == st.cut_tokens
-        assert sum(s.tokens for s in r.segments) == st.generated_tokens
+        assert sum(s.tokens for s in r.segments) == st.generated_tokens + st.forced_tokens
         # the large model's cache holds the output as it stands (what the large model alone holds), nothing
         # it threw away; it may hold one token more or less than the other (its last one is evaluated or not)
         mine, theirs = engine.large.tokens, reference.large.tokens

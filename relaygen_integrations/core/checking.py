@@ -5,7 +5,8 @@ The policies are in ``check.py``. What rolls back at a cut: the output pieces, t
 their token counts, the reasoning-end marker's state, the participants' contexts and (at their next
 evaluation, by the common prefix) both KV caches. Nothing is recomputed: the large model's token at the cut
 is drawn from the row it already has, and after an accepted sentence its next token comes from the row
-after it. Text of a sentence not yet checked is never streamed, so a stream never retracts text.
+after it. A small-model answer is checked as one sentence when it ends, its end of generation included, so
+``exact`` holds for the whole output. Text not yet checked is never streamed: a stream never retracts text.
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ class CheckedRun:
         self.small_sampler = Sampler(replace(self.params, seed=seed)) if policy.active else self.sampler
 
     def _open_sentence(self) -> None:
-        """The small model starts a sentence that the large model will check."""
-        if self.check.active:
+        """The small model starts a sentence (or the answer) that the large model will check."""
+        if self.check.active and self.unchecked is None:
             self.unchecked = (len(self.pieces), len(self.text))
 
     def _pending_token(self) -> int | None:
@@ -49,8 +50,10 @@ class CheckedRun:
             return None
         return decided if isinstance(decided, int) else self.sampler(decided)
 
-    def _check_segment(self) -> bool:
-        """Check the unchecked sentence now; True when it was cut (the large model writes next)."""
+    def _check_segment(self, end_token: int | None = None) -> bool:
+        """Check the unchecked sentence now; True when it was cut (the large model writes next). ``end_token``:
+        the small model's end of generation after its answer, checked as the sentence's last token (a rejected
+        end is a cut with nothing thrown away: the large model goes on where the small model stopped)."""
         first_piece, _ = self.unchecked
         self.unchecked = None
         part = self.parts["large"]
@@ -60,11 +63,12 @@ class CheckedRun:
             raise ContextFull
         tokens = [p.token for p in self.pieces[first_piece:]]
         self.stats.sentences_checked += 1
-        if not tokens:
+        if not tokens and end_token is None:
             return False
         rows, evaluated = part.backend.check_rows(part.context, len(tokens))
         part.stats.add_calls((evaluated,), (evaluated,))
-        kept, own = check_segment(self.check, self.sampler, rows, tokens)
+        checked = tokens if end_token is None else tokens + [end_token]
+        kept, own = check_segment(self.check, self.sampler, rows, checked)
         part.stats.seconds += time.perf_counter() - t0
         if own is None:
             self.pending = (len(self.pieces), rows[len(tokens)])

@@ -177,6 +177,11 @@ class _Run(CheckedRun):
                 yield RelayEvent("text", seg.model, seg.stage, self.text[lo:hi])
                 self.emitted = hi
 
+    def _open_answer(self, active: str) -> None:
+        """A small-model answer in a relay is one more sentence to check."""
+        if active == "small" and self.cfg.mode == "relay":
+            self._open_sentence()
+
     def _check_marker(self) -> bool:
         marker = self.cfg.reasoning_end
         if marker is None or self.stage != "reasoning":
@@ -234,6 +239,7 @@ class _Run(CheckedRun):
                     if active != answer_model:
                         yield RelayEvent("switch", answer_model, "answer")
                     active = answer_model
+                    self._open_answer(active)
                 if self.generated >= self.params.max_tokens:
                     finish = "length"
                     break
@@ -255,6 +261,10 @@ class _Run(CheckedRun):
                         if self.unchecked is not None:
                             self._check_segment()
                         active, large_run = "large", 0
+                        yield RelayEvent("switch", "large", self.stage)
+                        continue
+                    if self.unchecked is not None and self._check_segment(end_token=token):
+                        active = "large"  # the large model did not accept the small model's answer as it ends
                         yield RelayEvent("switch", "large", self.stage)
                         continue
                     finish = "stop"
@@ -281,6 +291,7 @@ class _Run(CheckedRun):
                     if active != answer_model:
                         active = answer_model
                         yield RelayEvent("switch", answer_model, "answer")
+                    self._open_answer(active)
                     continue
                 if cfg.mode != "relay" or self.stage != "reasoning":
                     continue

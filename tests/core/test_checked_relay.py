@@ -81,3 +81,38 @@ def test_a_large_model_that_cannot_give_rows_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match="check must be off, exact"):
         RelayConfig(check="sometimes").validated()
     assert RelayEngine(large, ScriptedBackend(SMALL), ["Now,"], RelayConfig(mode="large", check="exact"))
+
+
+# The small model writes the answer after the reasoning-end marker: the large model checks it as it ends.
+LARGE_ANSWER = ["We", " add", ".", " Now", ",", " the", " sum", " is", " ", "7", ".", " Answer:", " ", "7", " units", "."]
+
+
+def answer_engine(check, small_pieces, eos_at=()):
+    return RelayEngine(ScriptedBackend(LARGE_ANSWER), ScriptedBackend(small_pieces, eos_at=eos_at), ["Now,"],
+                       RelayConfig(min_large_tokens=1, check=check, reasoning_end="Answer:"))
+
+
+@pytest.mark.parametrize("check", ["tau=0.01", "exact"])
+def test_the_small_models_answer_is_checked_too(check):
+    small = ["9" if i == 13 else p for i, p in enumerate(LARGE_ANSWER)]
+    assert answer_engine("off", small).generate("q", GREEDY).answer == " 9 units."
+    r = answer_engine(check, small).generate("q", GREEDY)
+    assert r.answer == " 7 units." and r.text == "".join(LARGE_ANSWER)
+    assert spans(r)[-2:] == [("small", " "), ("large", "7 units.")]
+    assert (r.stats.sentences_checked, r.stats.sentences_cut, r.stats.small_tokens_discarded) == (2, 1, 3)
+
+
+@pytest.mark.parametrize("check", ["tau=0.01", "exact"])
+def test_a_small_model_stopping_where_the_large_model_would_go_on_is_a_cut_with_nothing_thrown_away(check):
+    stop_at = len("".join(LARGE_ANSWER[:14]))  # the small model ends its answer after " 7"
+    assert answer_engine("off", LARGE_ANSWER, [stop_at]).generate("q", GREEDY).answer == " 7"
+    r = answer_engine(check, LARGE_ANSWER, [stop_at]).generate("q", GREEDY)
+    assert r.answer == " 7 units." and spans(r)[-2:] == [("small", " 7"), ("large", " units.")]
+    assert (r.stats.sentences_cut, r.stats.small_tokens_discarded, r.stats.cut_tokens) == (1, 0, 1)
+    assert r.stats.finish_reason == "stop"
+
+
+def test_an_accepted_answer_ends_the_run_where_the_small_model_ended_it():
+    r = answer_engine("exact", LARGE_ANSWER).generate("q", GREEDY)
+    assert r.answer == " 7 units." and spans(r)[-1] == ("small", " 7 units.")
+    assert (r.stats.sentences_checked, r.stats.sentences_cut) == (2, 0)
