@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -248,9 +249,16 @@ def accuracy_vs_speedup(all_results: list[Results], path: Path) -> Path:
     return path
 
 
+def on_common_problems(res: Results):
+    """Every method's summary on the problems all of them answered (a sweep may cover fewer than the rest)."""
+    common = set.intersection(*({s["id"] for s in res.samples if s["method"] == m} for m in res.methods))
+    return summarise(replace(res, samples=[s for s in res.samples if s["id"] in common]))
+
+
 def accuracy_vs_small_share(all_results: list[Results], path: Path) -> Path:
-    """The checked relay's frontier: pass@1 against the small model's share of the tokens, per method; the
-    threshold sweep's methods (``relay+tau=P``) joined in order of share, ``large`` at share 0."""
+    """The checked relay's frontier: pass@1 against the small model's share of the tokens, per method, on the
+    problems every method answered (a sweep may cover fewer than the rest); the calibrated cues' thresholds
+    (``relay+tau=P``, ``relay+check``) joined in order of share, ``large`` at share 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -258,12 +266,13 @@ def accuracy_vs_small_share(all_results: list[Results], path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for d, res in enumerate(all_results):
-        rows = summarise(res)
+        rows = on_common_problems(res)
         for r in rows:
             share = 100 * (1 - r.large_share)
             ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
-                        fmt="osD^v"[d % 5], capsize=3, label=f"{r.method} ({_dataset_name(res)})")
-        sweep = sorted((1 - r.large_share, r.pass1) for r in rows if "+tau=" in r.method)
+                        fmt="osD^v"[d % 5], capsize=3, label=f"{r.method} ({_dataset_name(res)}, n={r.problems})")
+        sweep = sorted((1 - r.large_share, r.pass1) for r in rows
+                       if r.method.startswith("relay+tau=") or r.method == "relay+check")
         if len(sweep) > 1:
             ax.plot([100 * x for x, _ in sweep], [100 * y for _, y in sweep], color="grey", lw=0.8)
     ax.set_xlabel("small model's share of the tokens (%)")

@@ -197,6 +197,18 @@ def test_report_tables_and_plots(bench_run, tmp_path):
     assert all(r.predicted_model_s > 0 and r.measured_model_s > 0 for r in rows)
 
 
+def test_the_frontier_compares_methods_on_the_problems_they_all_answered(bench_run):
+    from dataclasses import replace
+
+    from relaygen_integrations.bench.report import on_common_problems
+
+    res = load_results(bench_run)
+    first = res.samples[0]["id"]  # one method answered one problem fewer (a sweep over a shorter slice)
+    fewer = [s for s in res.samples if not (s["method"] == "relay" and s["id"] != first)]
+    rows = on_common_problems(replace(res, samples=fewer))
+    assert {r.problems for r in rows} == {1} and len(rows) == len(res.methods)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "gsm9k"], "unknown data set 'gsm9k'"),
     (["--methods", "large,relay+magic"], "after '+' comes draft, lookup, check, exact or tau=P"),
