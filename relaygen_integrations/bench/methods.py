@@ -10,6 +10,8 @@
     RELAY+check      checked relay (core/check.py) at the pair's calibrated threshold (its profile's check.tau)
     RELAY+tau=P      checked relay at threshold P, e.g. relay+tau=0.01 (for sweeps)
     RELAY+exact      checked relay, sample-and-match: the large model's own output
+    RELAY+handback=A early hand-back (experimental): the small model returns control before a token whose own
+                     top probability is below A; combines with a check, e.g. relay+tau=0.01+handback=0.4
 
 ``large+draft`` is speculative decoding alone; ``relay+draft`` composes it with relaying. All methods
 share the two models' backends (one copy of each model in memory); a speculative method's engine wraps
@@ -38,6 +40,7 @@ class Method:
     profile: str | None = None  # None: the pair's own profile
     speculative: str = "off"  # off | draft | lookup
     check: str = "off"  # off | check (the pair's calibrated tau) | exact | tau=P
+    handback: float = 0.0  # the small model's early hand-back threshold (0: off)
 
 
 def parse_methods(spec: str) -> list[Method]:
@@ -46,10 +49,13 @@ def parse_methods(spec: str) -> list[Method]:
     for name in (s.strip() for s in spec.split(",")):
         if not name:
             continue
-        base, _, spec_mode = name.partition("+")
+        base, *extras = name.split("+")
+        handback = [e for e in extras if e.startswith("handback=")]
+        spec_mode = "+".join(e for e in extras if not e.startswith("handback="))
         checking = spec_mode in ("check", "exact") or spec_mode.startswith("tau=")
-        if spec_mode and spec_mode not in SPECULATION and not checking:
-            raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact or tau=P, not {spec_mode!r}")
+        if spec_mode and spec_mode not in SPECULATION and not checking or len(handback) > 1:
+            raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact or tau=P (and optionally "
+                              f"+handback=A), not {'+'.join(extras)!r}")
         if spec_mode.startswith("tau="):
             CheckPolicy.parse(spec_mode)  # a bad threshold fails here, before any model loads
         if base in ("large", "small", "relay"):
@@ -69,6 +75,10 @@ def parse_methods(spec: str) -> list[Method]:
             if method.mode != "relay":
                 raise ConfigError(f"method {name!r}: a check vets the small model's sentences in a relay")
             method = replace(method, check=spec_mode)
+        if handback:
+            if method.mode != "relay":
+                raise ConfigError(f"method {name!r}: the small model hands back control in a relay")
+            method = replace(method, handback=_handback(name, handback[0]))
         if name in seen:
             raise ConfigError(f"method {name!r} is listed twice")
         seen.add(name)
@@ -93,12 +103,22 @@ class MethodRunner:
         for m in methods:
             profile = load_profile(m.profile) if m.profile else base.profile
             large = SpeculativeBackend(base.large, drafters[m.speculative]) if m.speculative != "off" else base.large
-            config = replace(base.config, mode=m.mode, check=_check_of(m, base.profile))
+            config = replace(base.config, mode=m.mode, check=_check_of(m, base.profile), handback=m.handback).validated()
             self.engines[m.name] = RelayEngine(large, base.small, profile, config)
         self.methods = {m.name: m for m in methods}
 
     def engine(self, name: str) -> "RelayEngine":
         return self.engines[name]
+
+
+def _handback(name: str, spec: str) -> float:
+    try:
+        alpha = float(spec.partition("=")[2])
+    except ValueError:
+        alpha = -1.0
+    if not 0 < alpha < 1:
+        raise ConfigError(f"method {name!r}: handback=A needs a probability A in (0, 1), not {spec[9:]!r}")
+    return alpha
 
 
 def _check_of(method: Method, pair_profile) -> str:

@@ -272,7 +272,7 @@ def accuracy_vs_small_share(all_results: list[Results], path: Path) -> Path:
             ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
                         fmt="osD^v"[d % 5], capsize=3, label=f"{r.method} ({_dataset_name(res)}, n={r.problems})")
         sweep = sorted((1 - r.large_share, r.pass1) for r in rows
-                       if r.method.startswith("relay+tau=") or r.method == "relay+check")
+                       if (r.method.startswith("relay+tau=") and r.method.count("+") == 1) or r.method == "relay+check")
         if len(sweep) > 1:
             ax.plot([100 * x for x, _ in sweep], [100 * y for _, y in sweep], color="grey", lw=0.8)
     ax.set_xlabel("small model's share of the tokens (%)")

@@ -26,6 +26,9 @@ class RelayConfig:
     reuse_prompt_cache: bool = False
     # Checked relay (core/check.py): "off", "exact", or "tau=P" (a probability threshold); relay mode only.
     check: str = "off"
+    # Early hand-back (BiLD's fallback rule): the small model returns control before writing a reasoning token
+    # whose own top probability is below this (0: never). Experimental: see evals/results/handback_alpha.md.
+    handback: float = 0.0
 
     def validated(self) -> "RelayConfig":
         if self.mode not in ("relay", "large", "small"):
@@ -40,6 +43,8 @@ class RelayConfig:
             raise ConfigError("reasoning_end must be a non-empty string or None")
         if self.handoff not in ("auto", "ids", "text"):
             raise ConfigError(f"handoff must be auto, ids or text, not {self.handoff!r}")
+        if isinstance(self.handback, bool) or not isinstance(self.handback, (int, float)) or not 0 <= self.handback < 1:
+            raise ConfigError(f"handback must be a probability in [0, 1) (0: off), got {self.handback!r}")
         from .check import CheckPolicy
 
         CheckPolicy.parse(self.check)

@@ -73,6 +73,7 @@ class RelayStats:
     sentences_cut: int = 0  # ... those it cut at a token it rejected ...
     small_tokens_discarded: int = 0  # ... the small-model tokens thrown away at those cuts ...
     cut_tokens: int = 0  # ... and the tokens the large model wrote in their place
+    handbacks: int = 0  # early hand-backs: the small model was unsure of its next token (RelayConfig.handback)
     finish_reason: str = ""  # stop (end of generation), length (budget), stop_string, context
     wall_seconds: float = 0.0
     handoff: str = ""  # "ids" (shared vocabulary) or "text"
@@ -85,7 +86,8 @@ class RelayStats:
     def check_counts(self) -> dict[str, int]:
         """The checked relay's counts, as every entry point reports them."""
         return {"sentences_checked": self.sentences_checked, "sentences_cut": self.sentences_cut,
-                "small_tokens_discarded": self.small_tokens_discarded, "cut_tokens": self.cut_tokens}
+                "small_tokens_discarded": self.small_tokens_discarded, "cut_tokens": self.cut_tokens,
+                "handbacks": self.handbacks}
 
     @property
     def large_share(self) -> float:

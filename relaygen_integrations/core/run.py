@@ -269,6 +269,13 @@ class _Run(CheckedRun):
                         continue
                     finish = "stop"
                     break
+                if in_segment and self._unsure():  # BiLD's fallback: the small model hands back before this token
+                    self.stats.handbacks += 1
+                    if self.unchecked is not None:
+                        self._check_segment()
+                    active, large_run, awaiting_boundary = "large", 0, False
+                    yield RelayEvent("switch", "large", self.stage)
+                    continue
                 before = len(self.text)
                 self._append(active, token, data)
                 getattr(self.stats, active).generated_tokens += 1

@@ -161,3 +161,5 @@ def test_a_checked_relay_over_servers_is_one_clear_error(smollm2_path, smollm2_s
     large, small = (OpenAIBackend(url, chat_template=smollm2_path) for url in smollm2_servers)
     with pytest.raises(ConfigError, match="OpenAI API returns no per-position probabilities"):
         RelayEngine(large, small, ANY_LETTER, RelayConfig(check="tau=0.01"))
+    with pytest.raises(ConfigError, match="handback=0.4 needs the small model's own distribution"):
+        RelayEngine(large, small, ANY_LETTER, RelayConfig(handback=0.4))

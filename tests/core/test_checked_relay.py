@@ -116,3 +116,30 @@ def test_an_accepted_answer_ends_the_run_where_the_small_model_ended_it():
     r = answer_engine("exact", LARGE_ANSWER).generate("q", GREEDY)
     assert r.answer == " 7 units." and spans(r)[-1] == ("small", " 7 units.")
     assert (r.stats.sentences_checked, r.stats.sentences_cut) == (2, 0)
+
+
+# Early hand-back (BiLD's fallback rule): the small model returns control before a token it is unsure of.
+UNSURE_AT = len("We add. Now, the sum is ")  # where the small model would write its wrong digit
+
+
+@pytest.mark.parametrize("check", ["off", "exact"])
+def test_an_unsure_small_model_hands_back_before_writing_the_token(check):
+    def run(handback):
+        small = ScriptedBackend(SMALL, unsure_at=[UNSURE_AT])
+        e = RelayEngine(ScriptedBackend(LARGE), small, ["Now,"],
+                        RelayConfig(min_large_tokens=1, check=check, handback=handback))
+        return e, e.generate("q", GREEDY)
+
+    _, sure = run(0.0)
+    assert ("9" in sure.text) == (check == "off") and sure.stats.handbacks == 0
+    e, r = run(0.5)
+    assert r.text == "We add. Now, the sum is 7. Now, we stop." and r.stats.handbacks == 1
+    assert spans(r) == [("large", "We add. Now,"), ("small", " the sum is "), ("large", "7. Now,"),
+                        ("small", " we stop.")]
+    assert r.stats.sentences_cut == 0 and r.stats.small_tokens_discarded == 0  # nothing to cut: it never wrote "9"
+    assert e.small.output_bytes().decode() == r.text and e.large.output_bytes().decode() == r.text
+
+
+def test_a_handback_out_of_range_is_one_clear_error():
+    with pytest.raises(ConfigError, match=r"handback must be a probability in \[0, 1\)"):
+        RelayConfig(handback=1.5).validated()
