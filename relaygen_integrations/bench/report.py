@@ -90,7 +90,8 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
     if checks:
         md += ["", "Checked relay: " + "; ".join(
             f"{r.method} checked {r.checked[0]} sentences, cut {r.checked[1]} ({_pct(r.checked[1] / r.checked[0])}%), "
-            f"threw away {r.checked[2]} small-model tokens" for r in checks) + "."]
+            f"threw away {r.checked[2]} small-model tokens" + (f", the small model handed back early {r.handbacks} times"
+                                                               if r.handbacks else "") for r in checks) + "."]
     stage = answer_stage(results)
     if stage:
         md += ["", "### Answer stage: small vs large model on the same reasoning",

@@ -116,6 +116,7 @@ class MethodSummary:
     sign_p: float | None = None
     acceptance: float | None = None  # speculative: accepted / drafted tokens
     checked: tuple[int, int, int] | None = None  # checked relay: sentences checked, cut, small tokens thrown away
+    handbacks: int = 0  # early hand-backs by the small model
     predicted_speedup: float | None = None
     memory_bound_speedup: float | None = None  # the same calls priced as on memory-bound hardware
     anchored_speedup: float | None = None  # unit costs rescaled per model so the one-model baselines fit
@@ -156,6 +157,7 @@ def summarise(results: Results) -> list[MethodSummary]:
             switches=sum(r["switches"] for r in recs) / len(recs),
             length_finishes=sum(r["finish"] == "length" for r in recs), total_s=sum(walls))
         checked = sum(r.get("sentences_checked", 0) for r in recs)
+        s.handbacks = sum(r.get("handbacks", 0) for r in recs)
         if checked:
             s.checked = (checked, sum(r["sentences_cut"] for r in recs), sum(r["small_tokens_discarded"] for r in recs))
         drafted = sum(r["models"]["large"]["drafted_tokens"] for r in recs)
