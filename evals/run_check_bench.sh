@@ -6,7 +6,8 @@
 #      experimental early hand-back beside a low threshold (evals/results/handback_alpha.md)
 #   2. GSM8K 50-99: the table's methods
 #   3. MATH-500 0-49: the table's methods
-# About 2 min a GSM8K problem for step 1 on 2 quiet cores, 1 for step 2, 3 for a MATH-500 problem.
+# Measured for step 1: about 6 min a GSM8K problem (9 methods) on a 2-core host decoding the large model at
+# 108 ms a token (the costs line of evals/results/bench_check/gsm8k.jsonl); steps 2 and 3 have 5 methods.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1

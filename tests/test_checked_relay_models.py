@@ -12,6 +12,12 @@ PROMPT = "the cat sat on the mat and the dog " * 3
 
 
 @pytest.fixture(scope="module")
+def endless_large(tmp_path_factory):
+    """tiny_models["a"]'s vocabulary and weights, but it can never end the text (its end token's logit is 0)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("endless") / "tiny-a-endless.gguf", seed=0, endless=True)
+
+
+@pytest.fixture(scope="module")
 def other_weights(tmp_path_factory):
     """Same vocabulary as tiny_models["a"], other weights: the small model that is often wrong."""
     return write_tiny_gguf(tmp_path_factory.mktemp("checked") / "tiny-a3.gguf", seed=3)
@@ -28,16 +34,18 @@ def _backend(kind, path, threads=1):
 
 @pytest.mark.parametrize("answer", [False, True], ids=["reasoning", "with-answer"])
 @pytest.mark.parametrize("kind", ["llamacpp", "hf"])
-def test_exact_check_gives_the_large_models_own_tokens(kind, answer, tiny_models, other_weights):
+def test_exact_check_gives_the_large_models_own_tokens(kind, answer, tiny_models, endless_large, other_weights):
     # with-answer: the budget forces the reasoning-end marker 20 tokens before the end and the small model
-    # writes the answer, which the large model checks as it ends
+    # writes the answer, which the large model checks as it ends; the large model never ends the text, so the
+    # budget is always reached and the answer is always there, whatever a build's random model writes
     stage = dict(reasoning_end=" mat", answer_reserve_tokens=20) if answer else {}
+    large_path = endless_large if answer else tiny_models["a"]
     checked_any = cut_any = 0
     for params in (SamplingParams(temperature=0, max_tokens=80), SamplingParams(temperature=0.9, seed=5, max_tokens=80)):
-        reference = RelayEngine(_backend(kind, tiny_models["a"], 2), _backend(kind, other_weights), ANY_LETTER,
+        reference = RelayEngine(_backend(kind, large_path, 2), _backend(kind, other_weights), ANY_LETTER,
                                 RelayConfig(mode="large", **stage))
         alone = reference.generate(PROMPT, params, chat=False)
-        engine = RelayEngine(_backend(kind, tiny_models["a"], 2), _backend(kind, other_weights), ANY_LETTER,
+        engine = RelayEngine(_backend(kind, large_path, 2), _backend(kind, other_weights), ANY_LETTER,
                              RelayConfig(min_large_tokens=1, check="exact", **stage))
         r = engine.generate(PROMPT, params, chat=False)
         assert r.answer == alone.answer and (r.answer != "") == answer

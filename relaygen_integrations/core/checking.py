@@ -46,13 +46,12 @@ class CheckedRun:
         # its output) are those of the large model alone; unchecked, both share one stream as before.
         seed = (self.params.seed * 1_000_003 + 7) % 2**32
         self.small_sampler = Sampler(replace(self.params, seed=seed)) if policy.active else self.sampler
-        self.handback = self.e.handback
-        if self.handback:
+        if self.e.handback:
             self.small_sampler = WatchedSampler(self.small_sampler)
 
     def _unsure(self) -> bool:
         """The small model's last token was drawn from a row whose top probability is below the hand-back's."""
-        return bool(self.handback) and self.small_sampler.top < self.handback
+        return bool(self.e.handback) and self.small_sampler.top < self.e.handback
 
     def _open_sentence(self) -> None:
         """The small model starts a sentence (or the answer) that the large model will check."""
