@@ -27,3 +27,7 @@ class FetchError(RelayGenError):
 
 class ServerError(RelayGenError):
     """A model server could not be reached, or answered with an error (the message names its URL)."""
+
+
+class QueueTimeoutError(RelayGenError, TimeoutError):
+    """Every sequence of an engine stayed busy for longer than a request may wait for one."""

@@ -125,6 +125,8 @@ def build(spec: RelaySpec) -> RelayEngine:
     """Resolve, load, wire; a failure part-way closes what was already loaded (up to three models)."""
     from .core.profile import load_profile
 
+    if spec.max_batch != 1:
+        raise ConfigError(f"max_batch={spec.max_batch} asks for a concurrent engine: load_concurrent()")
     resolved = resolve_pair(spec)
     config = spec.relay
     if config.reasoning_end is None and resolved.reasoning_end:
@@ -185,3 +187,63 @@ def resolve_speculative(mode: str, large_backend) -> str:
 
         return "draft" if large_backend.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "off"
     return "off"
+
+
+def load_concurrent(pair: str | None = None, **options: Any):
+    """A ``ConcurrentEngine`` serving up to ``max_batch`` requests at once (``queue_timeout``: how long one
+    more waits for a free sequence); the options are ``load_pair``'s."""
+    return build_concurrent(RelaySpec.from_mapping({"pair": pair, **options}))
+
+
+def build_concurrent(spec: RelaySpec):
+    """llama.cpp: one shared context per model with ``max_batch`` sequences, evaluated in batched rounds;
+    servers: ``max_batch`` engines of their own over the same servers; transformers: one request at a time."""
+    from .core.serving import ConcurrentEngine
+
+    if spec.backend == "openai":
+        slots: list[RelayEngine] = []
+        try:
+            for _ in range(spec.max_batch):
+                slots.append(build(replace(spec, max_batch=1)))
+        except BaseException:
+            _close_slots(slots)
+            raise
+        return ConcurrentEngine(slots, queue_timeout=spec.queue_timeout, on_close=lambda: _close_slots(slots))
+    if spec.backend != "llamacpp":
+        if spec.max_batch != 1:
+            raise ConfigError(f"max_batch={spec.max_batch}: batched requests run on llama.cpp (backend llamacpp) "
+                              f"and on servers (backend openai); the {spec.backend} backend serves one at a time")
+        engine = build(replace(spec))
+        return ConcurrentEngine([engine], queue_timeout=spec.queue_timeout, on_close=lambda: _close_slots([engine]))
+    if spec.speculative in ("draft", "lookup"):
+        raise ConfigError("speculative decoding is not combined with batched requests yet: speculative='off'")
+    return _batched_llamacpp(spec)
+
+
+def _batched_llamacpp(spec: RelaySpec):
+    from .backends.llamacpp_batch import batched_engine
+    from .core.profile import load_profile
+
+    resolved = resolve_pair(spec)
+    config = spec.relay
+    if config.reasoning_end is None and resolved.reasoning_end:
+        config = replace(config, reasoning_end=resolved.reasoning_end)
+    cue_profile = load_profile(resolved.profile, mode=spec.cue_matching)
+    options = dict(spec.backend_options)
+    n_ctx, n_batch = options.pop("n_ctx", 4096), options.pop("n_batch", 512)
+    with ExitStack() as loaded:
+        # Each loaded model's own context is only a tokenizer's: the sequences live in the shared contexts.
+        large = load_backend(resolved.large, "llamacpp", resolved.registry, spec.progress, n_ctx=64, n_batch=64, **options)
+        loaded.callback(large.close)
+        small = load_backend(resolved.small, "llamacpp", resolved.registry, spec.progress, n_ctx=64, n_batch=64, **options)
+        loaded.callback(small.close)
+        engine = batched_engine(large, small, cue_profile, config, spec.max_batch, n_ctx, n_batch, spec.queue_timeout,
+                                options.get("n_threads"), options.get("flash_attn", False))
+        loaded.pop_all()
+    return engine
+
+
+def _close_slots(slots: list[RelayEngine]) -> None:
+    for engine in slots:
+        engine.large.close()
+        engine.small.close()

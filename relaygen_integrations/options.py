@@ -23,7 +23,9 @@ RELAY_FIELDS = tuple(f.name for f in fields(RelayConfig))
 class RelaySpec:
     """What to load and how to relay. ``large``/``small``: registry names or model paths overriding the
     pair's; ``large_url``/``small_url``: the servers (backend openai); ``profile``: a profile name, file
-    or cue list; ``speculative``: off, draft, lookup or auto (draft when the large model is on a GPU)."""
+    or cue list; ``speculative``: off, draft, lookup or auto (draft when the large model is on a GPU);
+    ``max_batch``/``queue_timeout``: how many requests a concurrent engine serves at once, and how long
+    one more waits for a free sequence."""
 
     pair: str | None = None
     large: Any = None
@@ -38,6 +40,8 @@ class RelaySpec:
     draft_model: Any = None
     registry_path: Any = None
     progress: bool = False
+    max_batch: int = 1  # concurrent requests (build_concurrent); more wait for a free sequence ...
+    queue_timeout: float = 600.0  # ... this many seconds at most
     relay: RelayConfig = field(default_factory=RelayConfig)
     backend_options: dict = field(default_factory=dict)
 
@@ -79,6 +83,11 @@ class RelaySpec:
             raise ConfigError("speculative decoding runs in process (llamacpp or hf); a server does its own")
         if isinstance(self.draft_max, bool) or not isinstance(self.draft_max, int) or not 1 <= self.draft_max <= 64:
             raise ConfigError(f"draft_max must be an integer in 1..64, got {self.draft_max!r}")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or not 1 <= self.max_batch <= 256:
+            raise ConfigError(f"max_batch must be an integer in 1..256 (concurrent requests), got {self.max_batch!r}")
+        if isinstance(self.queue_timeout, bool) or not isinstance(self.queue_timeout, (int, float)) \
+                or not 0 < self.queue_timeout < float("inf"):
+            raise ConfigError(f"queue_timeout must be a positive number of seconds, got {self.queue_timeout!r}")
         if self.backend == "openai" and not (self.large_url and self.small_url):
             raise ConfigError("the openai backend needs the two servers' URLs: large_url= and small_url= "
                               "(--large-url, --small-url)")
