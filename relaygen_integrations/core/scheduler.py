@@ -71,6 +71,7 @@ class Scheduler:
         self._members = 0  # requests running now
         self._closed = False
         self.rounds = 0
+        self.widest = 0  # the most sequences one model evaluated in one call so far
         self._thread = None
         if thread:
             self._thread = threading.Thread(target=self._loop, name="relaygen-models", daemon=True)
@@ -137,6 +138,7 @@ class Scheduler:
                     job.done.set()
                 continue
             calls.append((model, tuple(j.seq for j in group), evaluated))
+            self.widest = max(self.widest, len(group))
             for job in group:
                 if job.result is not None:
                     job.done.set()
