@@ -3,9 +3,8 @@
 For each prompt the three ways run back to back (direct `engine.stream`, `litellm.completion(stream=True)`,
 `await litellm.acompletion(stream=True)`), in a rotating order, on the same loaded engine (the provider's),
 greedy, so all three write the same tokens. Time to first token: from the call to the first text delta.
-The direct calls run on the provider's model thread, as a program that only calls the engine would run
-them on its one thread: with llama-cpp-python's OpenMP build, decoding from two threads of one process
-slows both down (README, limits; `evals/llamacpp_threads.py`).
+The direct calls go to the provider's own engine (``ConcurrentEngine``: llama.cpp evaluates on its one
+scheduler thread whoever calls, as llama-cpp-python's OpenMP build wants: README, limits).
 
     python evals/bench_litellm.py --problems 5 --max-tokens 128 --rounds 2
 """
@@ -22,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relaygen_integrations import SamplingParams  # noqa: E402
-from relaygen_integrations.integrations.litellm import RelayGenProvider, _on_model_thread, register  # noqa: E402
+from relaygen_integrations.integrations.litellm import RelayGenProvider, register  # noqa: E402
 from relaygen_integrations.math_tasks import load_problems, math_prompt  # noqa: E402
 
 import litellm  # noqa: E402  (after the provider: it switches off litellm's price-list download)
@@ -150,10 +149,9 @@ def main() -> None:
     provider = register(RelayGenProvider(**({"n_threads": args.threads} if args.threads else {})))
     model = f"relaygen/{args.pair}"
     litellm.completion(model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=4)  # load + warm up
-    engine = provider._engines[args.pair].engine
+    engine = provider._engines[args.pair]
     ways = {
-        # on the provider's model thread: decoding from a second thread would slow down both (README, limits)
-        "engine.stream (direct)": lambda m: _on_model_thread(direct, engine, m, args.max_tokens),
+        "engine.stream (direct)": lambda m: direct(engine, m, args.max_tokens),
         "litellm.completion(stream=True)": lambda m: through_litellm(model, m, args.max_tokens),
         "litellm.acompletion(stream=True)": lambda m: asyncio.run(through_litellm_async(model, m, args.max_tokens)),
     }

@@ -4,8 +4,9 @@ A ``RelayEngine`` is one pair of KV caches, so it runs one request at a time. A 
 holds ``max_batch`` of them (slots), each over its own pair of sequences: for llama.cpp, sequences of
 one shared context per model, evaluated together in the scheduler's rounds (``scheduler.py``); for
 servers, backends of their own (nothing per request is shared, the servers batch). Each request runs
-in a thread of its own and hands its events to the reader through a queue, so a slow reader never
-holds the others back; a request beyond ``max_batch`` waits for a slot up to ``queue_timeout`` seconds.
+in a worker thread (``max_batch`` of them, reused: a library that keeps per-thread state, like
+OpenMP's thread teams, sees the same few threads) and hands its events to the reader through a queue,
+so a slow reader never holds the others back; a request beyond ``max_batch`` waits for a slot up to ``queue_timeout`` seconds.
 A stream closed early (a client that went away) stops its request at its next evaluation and frees
 its slot. The API is the engine's: ``generate``, ``stream``, ``check``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from typing import Callable, Iterator
 
@@ -36,9 +38,11 @@ class ConcurrentEngine:
                 or not 0 < queue_timeout < math.inf:
             raise ConfigError(f"queue_timeout must be a positive number of seconds, not {queue_timeout!r}")
         self.slots, self.scheduler, self.queue_timeout = slots, scheduler, float(queue_timeout)
-        self._free: queue.SimpleQueue[RelayEngine] = queue.SimpleQueue()
+        # Last in, first out: one request after another lands on the same sequence and reuses its cache.
+        self._free: queue.LifoQueue[RelayEngine] = queue.LifoQueue()
         for slot in slots:
             self._free.put(slot)
+        self._workers = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="relaygen-request")
         self._on_close = on_close
         self._active = 0
         self._lock = threading.Lock()
@@ -95,13 +99,11 @@ class ConcurrentEngine:
                                     "are serving other requests; raise max_batch or queue_timeout") from None
         events: queue.SimpleQueue = queue.SimpleQueue()
         cancelled = threading.Event()
-        worker = threading.Thread(target=self._produce, args=(slot, prompt, params, chat, events, cancelled),
-                                  name="relaygen-request", daemon=True)
         with self._lock:
             self._active += 1
             if self.scheduler is not None:
-                self.scheduler.join()  # before the thread starts: a round must wait for this request
-        worker.start()
+                self.scheduler.join()  # before the request starts: a round must wait for it
+        self._workers.submit(self._produce, slot, prompt, params, chat, events, cancelled)
         try:
             while (item := events.get()) is not _END:
                 if isinstance(item, BaseException):
@@ -132,6 +134,7 @@ class ConcurrentEngine:
             events.put(_END)
 
     def close(self) -> None:
+        self._workers.shutdown(wait=False)
         if self.scheduler is not None:
             self.scheduler.close()
         if self._on_close is not None:

@@ -3,23 +3,22 @@
 ``register()`` adds it to ``litellm.custom_provider_map``; the LiteLLM proxy loads the module-level
 ``handler`` from its config (README). Each model string loads one engine per process, on first use.
 
-Concurrency: an engine is one pair of KV caches, so it serves one request at a time; concurrent calls
-queue on a per-engine lock (throughput is one request's; latency grows with the queue). A stream holds
-its engine until it ends or is closed: async streams stop within a token of being cancelled; a sync
-stream that is abandoned without ``close()`` is collected when the next request has to wait for it.
+Concurrency: each model string is one ``ConcurrentEngine`` (``core/serving.py``) serving up to
+``max_batch`` requests at once (default 4 on llama.cpp and servers; llama.cpp evaluates them together
+in batched rounds); more wait up to ``queue_timeout`` seconds for a free sequence, then fail with
+``litellm.Timeout``. A request runs in a thread of its own, so a slow or vanished reader never holds
+the others back; a stream that is closed or cancelled stops its request within a step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import gc
 import math
 import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -31,9 +30,11 @@ from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices  # noqa: E402
 
 from ..core.engine import RelayEngine  # noqa: E402
+from ..core.serving import ConcurrentEngine  # noqa: E402
 from ..core.events import RelayResult, RelayStats  # noqa: E402
 from ..core.sampling import SamplingParams  # noqa: E402
-from ..errors import ConfigError, ContextWindowError, ModelNotFoundError, RelayGenError, ServerError  # noqa: E402
+from ..errors import (ConfigError, ContextWindowError, ModelNotFoundError, QueueTimeoutError, RelayGenError,  # noqa: E402
+                      ServerError)
 from .async_stream import in_thread  # noqa: E402
 from .litellm_routing import check_pair_names  # noqa: E402
 
@@ -41,62 +42,19 @@ PROVIDER = "relaygen"
 SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "stop", "seed", "n")
 NO_OPS = ("stream", "stream_options", "user", "max_retries")  # LiteLLM's own options, an end-user id
 THINK_MARKERS = ("</think>",)  # a pair whose reasoning ends here is a thinking model: split its output
-QUEUE_TIMEOUT = 600.0  # seconds a request waits for its engine by default
+QUEUE_TIMEOUT = 600.0  # seconds a request waits for a free sequence by default
+MAX_BATCH = 4  # concurrent requests per engine by default (llama.cpp and servers)
 LOAD_RETRY_AFTER = 30.0  # seconds a failed load is answered from memory before it is tried again
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "context": "length"}
-
-
-_MODEL_THREAD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaygen-models")
-
-
-def _on_model_thread(fn, *args, **kwargs):
-    """Run model work on the one thread this process gives it. llama-cpp-python's OpenMP build keeps a
-    team of threads per calling thread; once two threads have decoded, there are more OpenMP threads than
-    cores and every decode slows down (1.7x per token here: ``evals/llamacpp_threads.py``). Requests hold
-    their engine's lock in their own thread and hand each step to this one, so engines never share it
-    mid-request and the thread never waits on a lock."""
-    if threading.current_thread().name.startswith("relaygen-models"):
-        return fn(*args, **kwargs)  # already there (a stream finalised by the garbage collector on this thread)
-    try:
-        future = _MODEL_THREAD.submit(fn, *args, **kwargs)
-    except RuntimeError:  # interpreter shutdown: the thread is gone, and with it any reason to prefer it
-        return fn(*args, **kwargs)
-    return future.result()
-
-
-class _Engine:
-    """A loaded engine and the lock that serialises its requests."""
-
-    def __init__(self, engine: RelayEngine):
-        self.engine = engine
-        self.lock = threading.Lock()
-        self.paused_since: float | None = None  # set while the stream holding the engine waits for its reader
-
-    @contextmanager
-    def hold(self, timeout: float | None):
-        start, collected = time.monotonic(), False
-        while not self.lock.acquire(timeout=0.25):
-            paused = self.paused_since
-            if not collected and paused is not None and time.monotonic() - paused > 1.0:
-                gc.collect()  # a sync stream abandoned without close() is freed only by the cycle collector
-                collected = True
-            if timeout is not None and time.monotonic() - start > timeout:
-                raise litellm.Timeout(message=f"waited {timeout} s (queue_timeout) for the engine: another request, or "
-                                              "a stream not yet read to its end or closed, still holds it", model=PROVIDER,
-                                      llm_provider=PROVIDER)
-        try:
-            yield self.engine
-        finally:
-            self.paused_since = None
-            self.lock.release()
 
 
 class RelayGenProvider(CustomLLM):
     """The handler. ``load_options`` go to ``load_pair`` (backend, n_threads, n_gpu_layers, large_url, ...:
     ``RelaySpec``'s fields, the relay settings and the chosen backend's options, checked here);
     ``reasoning_content``: ``"auto"`` splits reasoning and answer for thinking pairs (marker ``</think>``),
-    ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for its engine (finite:
-    no request waits forever, say on a stream that something keeps open without reading it)."""
+    ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for a free sequence
+    (finite: no request waits forever); ``max_batch``: concurrent requests per model string (default 4,
+    1 for the hf backend)."""
 
     def __init__(self, reasoning_content: bool | str = "auto", queue_timeout: float = QUEUE_TIMEOUT,
                  **load_options: Any):
@@ -110,8 +68,11 @@ class RelayGenProvider(CustomLLM):
         self.load_options = {"progress": False, **load_options}
         from ..options import RelaySpec
 
+        spec = RelaySpec.from_mapping(self.load_options)
+        self.load_options.setdefault("max_batch", MAX_BATCH if spec.backend in ("llamacpp", "openai") else 1)
+        self.load_options["queue_timeout"] = self.queue_timeout
         RelaySpec.from_mapping(self.load_options)  # a keyword no backend or relay setting takes fails here, at once
-        self._engines: dict[str, _Engine] = {}
+        self._engines: dict[str, ConcurrentEngine] = {}
         self._failed: dict[str, tuple[float, RelayGenError]] = {}  # model string -> (when, why) its load failed
         self._loading = threading.Lock()
         self._check_registry()
@@ -120,9 +81,8 @@ class RelayGenProvider(CustomLLM):
     def close(self) -> None:
         """Free every loaded model (the next request loads again)."""
         with self._loading:
-            for slot in self._engines.values():
-                _on_model_thread(slot.engine.large.close)
-                _on_model_thread(slot.engine.small.close)
+            for engine in self._engines.values():
+                engine.close()
             self._engines.clear()
             self._failed.clear()
 
@@ -142,10 +102,9 @@ class RelayGenProvider(CustomLLM):
                    litellm_params: dict | None = None, timeout: Any = None, **_: Any):
         with _as_litellm_errors(model):
             params = self._params(model, optional_params, litellm_params)
-            slot = self._engine(model)
-            with slot.hold(self.queue_timeout) as engine:
-                result = _on_model_thread(engine.generate, messages, params)
-            return self._fill(model_response, model, result, slot.engine)
+            engine = self._engine(model)
+            result = engine.generate(messages, params)
+            return self._fill(model_response, model, result, engine)
 
     async def acompletion(self, model: str, messages: list, model_response: Any, optional_params: dict,
                           litellm_params: dict | None = None, **kw: Any):
@@ -156,9 +115,9 @@ class RelayGenProvider(CustomLLM):
                   **_: Any) -> Iterator[ModelResponseStream]:
         with _as_litellm_errors(model):  # bad requests fail here, at the call, not at the first chunk
             params = self._params(model, optional_params, litellm_params)
-            slot = self._engine(model)
-            _on_model_thread(slot.engine.check, messages, params)  # the thread that owns the models
-        return self._chunks(slot, model, messages, params)
+            engine = self._engine(model)
+            engine.check(messages, params)
+        return self._chunks(engine, model, messages, params)
 
     def astreaming(self, model: str, messages: list, optional_params: dict, litellm_params: dict | None = None,
                    **_: Any) -> AsyncIterator[ModelResponseStream]:
@@ -168,7 +127,7 @@ class RelayGenProvider(CustomLLM):
         return in_thread(chunks)
 
     # --- helpers ------------------------------------------------------------------------------
-    def _engine(self, model: str) -> _Engine:
+    def _engine(self, model: str) -> ConcurrentEngine:
         with self._loading:  # one load per model string, however many requests arrive at once
             if model not in self._engines:
                 pair, _, profile = model.partition(":")
@@ -178,15 +137,15 @@ class RelayGenProvider(CustomLLM):
                 failed = self._failed.get(model)
                 if failed is not None and time.monotonic() - failed[0] < LOAD_RETRY_AFTER:
                     raise type(failed[1])(str(failed[1]))  # the same error again, without loading again
-                from ..loader import load_pair
+                from ..loader import load_concurrent
 
                 try:
-                    engine = _on_model_thread(load_pair, pair, profile=profile or None, **self.load_options)
+                    engine = load_concurrent(pair, profile=profile or None, **self.load_options)
                 except RelayGenError as e:
                     self._failed[model] = (time.monotonic(), e)
                     raise
                 self._failed.pop(model, None)
-                self._engines[model] = _Engine(engine)
+                self._engines[model] = engine
             return self._engines[model]
 
     def _params(self, model: str, optional: dict, litellm_params: dict | None) -> SamplingParams:
@@ -206,12 +165,12 @@ class RelayGenProvider(CustomLLM):
         return SamplingParams(max_tokens=budget if budget is not None else SamplingParams.max_tokens,
                               stop=(stop,) if isinstance(stop, str) else tuple(stop), **kwargs).validated()
 
-    def _splits(self, engine: RelayEngine) -> bool:
+    def _splits(self, engine: "RelayEngine | ConcurrentEngine") -> bool:
         if self.reasoning_content == "auto":
             return engine.config.reasoning_end in THINK_MARKERS
         return bool(self.reasoning_content)
 
-    def _fill(self, response: Any, model: str, result: RelayResult, engine: RelayEngine):
+    def _fill(self, response: Any, model: str, result: RelayResult, engine: ConcurrentEngine):
         split, marker = self._splits(engine), engine.config.reasoning_end or ""
         message = response.choices[0].message
         if split:
@@ -225,29 +184,22 @@ class RelayGenProvider(CustomLLM):
         setattr(response, "usage", _usage(result.stats))
         return response
 
-    def _chunks(self, slot: _Engine, model: str, messages: list, params: SamplingParams) -> Iterator[ModelResponseStream]:
-        """The stream: holds the engine until it ends or is closed, and marks when it waits for its reader."""
-        with slot.hold(self.queue_timeout) as engine:
-            chunks = self._engine_chunks(engine, model, messages, params)
-            try:
-                for chunk in chunks:
-                    slot.paused_since = time.monotonic()
-                    yield chunk
-                    slot.paused_since = None
-            finally:
-                chunks.close()
-
-    def _engine_chunks(self, engine: RelayEngine, model: str, messages: list,
-                       params: SamplingParams) -> Iterator[ModelResponseStream]:
+    def _chunks(self, engine: ConcurrentEngine, model: str, messages: list,
+                params: SamplingParams) -> Iterator[ModelResponseStream]:
         """Text deltas as the engine writes them. The last one is held back to carry the finish reason and
-        the usage (LiteLLM reads usage only from a chunk with content)."""
+        the usage (LiteLLM reads usage only from a chunk with content). Closing the stream cancels the request."""
+        with _as_litellm_errors(model):  # a request that waits too long for a sequence fails at its first chunk
+            yield from self._engine_chunks(engine, model, messages, params)
+
+    def _engine_chunks(self, engine: ConcurrentEngine, model: str, messages: list,
+                       params: SamplingParams) -> Iterator[ModelResponseStream]:
         split = self._splits(engine)
         reasoning = _ReasoningFilter(engine.config.reasoning_end or "")
-        events = _on_model_thread(engine.stream, messages, params)
+        events = engine.stream(messages, params)
         pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
         answer_started = False
         try:
-            while (event := _on_model_thread(next, events, None)) is not None:
+            while (event := next(events, None)) is not None:
                 if event.kind == "text":
                     pieces = [("content", event.text)]
                     if split and event.stage == "reasoning":  # a token can hold the marker and answer text after it
@@ -271,7 +223,7 @@ class RelayGenProvider(CustomLLM):
                     yield _chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
                                  usage, relay=usage.relay)
         finally:
-            _on_model_thread(events.close)  # a closed or cancelled stream: the engine pauses its backends
+            events.close()  # a closed or cancelled stream: its request stops within a step
 
 
 class _ReasoningFilter:
@@ -343,6 +295,8 @@ def _as_litellm_errors(model: str):
     """Our errors as the LiteLLM exceptions an OpenAI client expects."""
     try:
         yield
+    except QueueTimeoutError as e:
+        raise litellm.Timeout(message=str(e), model=model, llm_provider=PROVIDER) from None
     except ModelNotFoundError as e:
         raise litellm.NotFoundError(message=f"relaygen/{model}: {e}", model=model, llm_provider=PROVIDER) from None
     except ConfigError as e:

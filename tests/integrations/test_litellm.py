@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -45,18 +46,22 @@ def test_completion_and_streaming_give_the_same_text_and_relay_usage(provider):
     assert usage.relay["switches"] > 0 and usage.relay["small_tokens"] > 0  # the relay really ran
     assert usage.relay["sentences_checked"] == usage.relay["sentences_cut"] == 0  # the check's counts, off here
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
-    engine = provider._engines[ENGINE_KEY].engine
+    engine = provider._engines[ENGINE_KEY]
+
+    def held():  # what the KV caches of all the engine's sequences hold (only this request writes now)
+        return sum(len(slot.large.tokens) + len(slot.small.tokens) for slot in engine.slots)
+
     chunks, evaluated_at_first = [], None
     for chunk in litellm.completion(model=MODEL, messages=ask("Explain why the sky is blue."), stream=True,
                                     stream_options={"include_usage": True}, **GREEDY):
         if evaluated_at_first is None and chunk.choices and chunk.choices[0].delta.content:
-            evaluated_at_first = len(engine.large.tokens) + len(engine.small.tokens)  # what the KV caches hold
+            evaluated_at_first = held()
         chunks.append(chunk)
     assert content_of(chunks) == text
     deltas = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(deltas) > 10  # delta by delta, not one chunk at the end
     # the first delta reached us while the models still had tokens to write
-    assert evaluated_at_first < len(engine.large.tokens) + len(engine.small.tokens)
+    assert evaluated_at_first < held()
     writers = {c.provider_specific_fields["relay_model"] for c in deltas}
     assert writers == {"large", "small"}
     def without_time(relay):
@@ -91,26 +96,47 @@ def test_async_calls_match_the_sync_ones(provider):
     assert asyncio.run(run()) == (expected, expected)
 
 
-def test_eight_concurrent_async_requests_equal_the_same_requests_one_by_one(provider):
-    prompts = [ask(f"Write one sentence about the number {n}.") for n in range(8)]
-    one_by_one = [litellm.completion(model=MODEL, messages=p, **GREEDY).choices[0].message.content for p in prompts]
+@pytest.fixture
+def tiny_provider(tiny_models, tmp_path_factory):
+    """A provider over tiny float32 models (the same numbers whatever the batch, so concurrent answers must
+    equal serial ones exactly), every letter a cue."""
+    from tiny_gguf import write_tiny_gguf
+
+    other = write_tiny_gguf(tmp_path_factory.mktemp("litellm") / "tiny-a3.gguf", seed=3)
+    previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
+    provider = register(RelayGenProvider(large=str(tiny_models["a"]), small=str(other), chat_format="raw",
+                                         n_threads=1, n_ctx=512, min_large_tokens=1))
+    yield provider
+    provider.close()
+    register(previous)
+
+
+def test_eight_concurrent_async_requests_equal_the_same_requests_one_by_one(tiny_provider):
+    """Eight at once, half streamed, on an engine of four sequences: four run batched, four queue and join."""
+    prompts = [ask(f"the cat number {n} sat on the") for n in range(8)]
+    params = {"temperature": 0, "max_tokens": 30}
+    one_by_one = [litellm.completion(model=MODEL, messages=p, **params).choices[0].message.content for p in prompts]
     assert len(set(one_by_one)) == 8
 
     async def together():
         async def streamed(p):
-            return content_of([c async for c in await litellm.acompletion(model=MODEL, messages=p, stream=True, **GREEDY)])
+            return content_of([c async for c in await litellm.acompletion(model=MODEL, messages=p, stream=True, **params)])
 
         async def whole(p):
-            return (await litellm.acompletion(model=MODEL, messages=p, **GREEDY)).choices[0].message.content
+            return (await litellm.acompletion(model=MODEL, messages=p, **params)).choices[0].message.content
 
         return await asyncio.gather(*[(streamed if i % 2 else whole)(p) for i, p in enumerate(prompts)])
 
+    engine = tiny_provider._engines[ENGINE_KEY]
     assert asyncio.run(together()) == one_by_one
+    assert engine.max_batch == 4 and engine.scheduler.widest > 1  # requests really shared llama.cpp calls
+    assert engine.active == 0
 
 
-def test_a_cancelled_stream_leaves_the_engine_usable(provider):
+def test_a_cancelled_stream_frees_its_sequence_and_leaves_the_engine_usable(provider):
     prompt = ask("Tell a long story about a lighthouse keeper.")
     expected = litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content
+    engine = provider._engines[ENGINE_KEY]
 
     async def cancel_mid_stream():
         got = []
@@ -129,21 +155,18 @@ def test_a_cancelled_stream_leaves_the_engine_usable(provider):
         return len(got)
 
     assert asyncio.run(cancel_mid_stream()) < 100
-    slot = provider._engines[ENGINE_KEY]
     deadline = time.monotonic() + 20
-    while slot.lock.locked():  # the generating thread notices the cancellation and lets go of the engine
-        assert time.monotonic() < deadline, "a cancelled stream kept the engine"
+    while engine.active:  # the request notices the cancellation at its next step and frees its sequence
+        assert time.monotonic() < deadline, "a cancelled stream kept its sequence"
         time.sleep(0.05)
-    written = max(len(slot.engine.large.tokens), len(slot.engine.small.tokens))  # prompt + what was generated
-    assert written < 36 + 100  # it stopped soon after the cancellation, far from its 400-token budget
+    written = max(len(s.large.tokens) + len(s.small.tokens) for s in engine.slots)  # prompt + what was generated
+    assert written < 2 * 36 + 100  # it stopped soon after the cancellation, far from its 400-token budget
     assert litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content == expected
-    # a sync stream abandoned mid-way (no close) must not keep the engine either
+    # a sync stream abandoned mid-way (no close) holds its sequence only until its request ends
     stream = litellm.completion(model=MODEL, messages=prompt, stream=True, **GREEDY)
     next(iter(stream)), next(iter(stream))
-    assert slot.lock.locked()
     del stream
     assert litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content == expected
-    assert not slot.lock.locked()
 
 
 def test_mistakes_map_to_litellm_exceptions(provider):
@@ -286,14 +309,14 @@ def test_streamed_answer_keeps_text_that_shares_a_token_with_the_reasoning_end_m
     from scripted import ScriptedBackend
 
     from relaygen_integrations import RelayEngine
-    from relaygen_integrations.integrations.litellm import _Engine
+    from relaygen_integrations.core.serving import ConcurrentEngine
 
     pieces = ["Rain", " is", " formed", " when", " vapour", " cools", "."]
     engine = RelayEngine(ScriptedBackend(pieces), ScriptedBackend(pieces), ["Never"],
                          RelayConfig(mode="large", reasoning_end="forme"))
     previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
     provider = register(RelayGenProvider(reasoning_content=True))
-    provider._engines["scripted"] = _Engine(engine)
+    provider._engines["scripted"] = ConcurrentEngine([engine])
     try:
         r = litellm.completion(model="relaygen/scripted", messages=ask("How does rain form?"), max_tokens=20)
         assert (r.choices[0].message.reasoning_content, r.choices[0].message.content) == ("Rain is ", "d when vapour cools.")
@@ -307,26 +330,50 @@ def test_streamed_answer_keeps_text_that_shares_a_token_with_the_reasoning_end_m
         register(previous)
 
 
-def test_no_request_waits_forever_for_an_engine_held_by_an_open_stream(smollm2_path):
-    """Regression: with queue_timeout=None (the default) a request waited forever on an engine held by a
-    stream that something still referenced without reading it. Now the wait is finite by default, and
-    ends with litellm.Timeout saying why."""
+def test_a_request_beyond_max_batch_waits_at_most_queue_timeout(smollm2_path):
+    """No request waits forever (queue_timeout is finite by default): one beyond max_batch fails with
+    litellm.Timeout saying why, streamed or not, and is served once a sequence is free."""
+    from relaygen_integrations.core.scheduler import Job
     from relaygen_integrations.integrations.litellm import QUEUE_TIMEOUT
 
     assert RelayGenProvider().queue_timeout == QUEUE_TIMEOUT < float("inf")
     with pytest.raises(ConfigError, match="queue_timeout must be a positive number"):
         RelayGenProvider(queue_timeout=None)
+    with pytest.raises(ConfigError, match="max_batch must be an integer"):
+        RelayGenProvider(max_batch=0)
     previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
-    provider = register(RelayGenProvider(n_threads=2, n_ctx=512, queue_timeout=1.5))
+    provider = register(RelayGenProvider(n_threads=2, n_ctx=512, queue_timeout=1.5, max_batch=1))
     try:
-        held = litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Tell a long story."), stream=True,
-                                  temperature=0, max_tokens=200)
-        next(iter(held))  # the stream has the engine, and is kept (referenced) but not read
+        assert litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=2).choices
+        engine = provider._engines["smollm2-135m-self"]
+
+        class Gate:  # holds the scheduler's rounds, so the one sequence stays busy for as long as the test wants
+            entered, open = threading.Event(), threading.Event()
+
+            def run(self, jobs):
+                self.entered.set()
+                self.open.wait(30)
+                for job in jobs:
+                    job.result = []
+                return 0
+
+        gate = Gate()
+        threading.Thread(target=engine.scheduler.submit, args=(Job(gate, -1, 0, []),), daemon=True).start()
+        assert gate.entered.wait(10)
+        held = threading.Thread(target=litellm.completion, kwargs=dict(
+            model="relaygen/smollm2-135m-self", messages=ask("Tell a long story."), max_tokens=20))
+        held.start()
+        while engine.active == 0:
+            time.sleep(0.01)
         start = time.monotonic()
-        with pytest.raises(litellm.Timeout, match=r"waited 1\.5 s \(queue_timeout\) for the engine"):
+        with pytest.raises(litellm.Timeout, match=r"waited 1\.5 s for a free sequence: all 1 \(max_batch\)"):
             litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=4, num_retries=0)
+        with pytest.raises(litellm.Timeout, match="for a free sequence"):
+            list(litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=4, stream=True,
+                                    num_retries=0))
         assert time.monotonic() - start < 30
-        held.completion_stream.close()  # the holder lets go: the next request is served
+        gate.open.set()  # the sequence's request can finish now: the next request is served
+        held.join(60)
         assert litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=4).choices
     finally:
         provider.close()
@@ -342,8 +389,8 @@ def test_a_failed_load_is_not_retried_on_every_request(smollm2_path, tmp_path, m
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(smollm2_path.read_bytes()[:-1])
     loads = []
-    real_load_pair = loader.load_pair
-    monkeypatch.setattr(loader, "load_pair", lambda *a, **k: (loads.append(a), real_load_pair(*a, **k))[1])
+    real_load = loader.load_concurrent
+    monkeypatch.setattr(loader, "load_concurrent", lambda *a, **k: (loads.append(a), real_load(*a, **k))[1])
     previous = next((p["custom_handler"] for p in litellm.custom_provider_map if p["provider"] == "relaygen"), None)
     provider = register(RelayGenProvider(small=str(broken), n_threads=1, n_ctx=256))
     try:
