@@ -195,9 +195,11 @@ def load_concurrent(pair: str | None = None, **options: Any):
     return build_concurrent(RelaySpec.from_mapping({"pair": pair, **options}))
 
 
-def build_concurrent(spec: RelaySpec):
+def build_concurrent(spec: RelaySpec, scoring: bool = False):
     """llama.cpp: one shared context per model with ``max_batch`` sequences, evaluated in batched rounds;
-    servers: ``max_batch`` engines of their own over the same servers; transformers: one request at a time."""
+    servers: ``max_batch`` engines of their own over the same servers; transformers: one request at a time.
+    ``scoring``: each loaded llama.cpp model keeps a context of the full ``n_ctx`` of its own (lm-eval
+    scores with it), otherwise only a tokenizer's."""
     from .core.serving import ConcurrentEngine
 
     if spec.backend == "openai":
@@ -217,10 +219,10 @@ def build_concurrent(spec: RelaySpec):
         return ConcurrentEngine([engine], queue_timeout=spec.queue_timeout, on_close=lambda: _close_slots([engine]))
     if spec.speculative in ("draft", "lookup"):
         raise ConfigError("speculative decoding is not combined with batched requests yet: speculative='off'")
-    return _batched_llamacpp(spec)
+    return _batched_llamacpp(spec, scoring)
 
 
-def _batched_llamacpp(spec: RelaySpec):
+def _batched_llamacpp(spec: RelaySpec, scoring: bool):
     from .backends.llamacpp_batch import batched_engine
     from .core.profile import load_profile
 
@@ -231,11 +233,11 @@ def _batched_llamacpp(spec: RelaySpec):
     cue_profile = load_profile(resolved.profile, mode=spec.cue_matching)
     options = dict(spec.backend_options)
     n_ctx, n_batch = options.pop("n_ctx", 4096), options.pop("n_batch", 512)
-    with ExitStack() as loaded:
-        # Each loaded model's own context is only a tokenizer's: the sequences live in the shared contexts.
-        large = load_backend(resolved.large, "llamacpp", resolved.registry, spec.progress, n_ctx=64, n_batch=64, **options)
+    own = {"n_ctx": n_ctx, "n_batch": n_batch} if scoring else {"n_ctx": 64, "n_batch": 64}
+    with ExitStack() as loaded:  # the sequences live in the shared contexts
+        large = load_backend(resolved.large, "llamacpp", resolved.registry, spec.progress, **own, **options)
         loaded.callback(large.close)
-        small = load_backend(resolved.small, "llamacpp", resolved.registry, spec.progress, n_ctx=64, n_batch=64, **options)
+        small = load_backend(resolved.small, "llamacpp", resolved.registry, spec.progress, **own, **options)
         loaded.callback(small.close)
         engine = batched_engine(large, small, cue_profile, config, spec.max_batch, n_ctx, n_batch, spec.queue_timeout,
                                 options.get("n_threads"), options.get("flash_attn", False))

@@ -1,7 +1,8 @@
 """The lm-evaluation-harness model ``relaygen``: the relay generates, the large model scores.
 
-``generate_until`` runs each request through the relay engine (one request at a time: relaying is
-per sequence). ``loglikelihood`` and ``loglikelihood_rolling`` are scored by the large model alone
+``generate_until`` runs each request through the relay engine: one at a time with ``batch_size=1``
+(the default), up to ``batch_size`` at once otherwise (``auto``: 4), evaluated together in llama.cpp's
+batched rounds or sent to the servers concurrently (``core/serving.py``). ``loglikelihood`` and ``loglikelihood_rolling`` are scored by the large model alone
 (the small one with ``mode=small``): switching only changes how text is generated, so scoring with
 the relay would mean nothing. Per-request relay statistics go to a JSONL file beside lm-eval's
 ``--output_path`` and, aggregated per task, into the results file's ``config.relaygen``.
@@ -18,6 +19,8 @@ import json
 import sys
 import zlib
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,23 @@ from ..core.sampling import SamplingParams
 from ..errors import ConfigError, ContextWindowError, RelayGenError
 from ..backends.scoring import require_scoring
 from .model_args import parse_model_args
+
+def _batch_size(batch_size: Any, max_batch_size: Any) -> "int | str":
+    """lm-eval's ``--batch_size``: a positive integer or ``auto`` (its ``auto:N`` re-probing means nothing
+    here); ``max_batch_size`` caps ``auto``."""
+    text = str(batch_size if batch_size is not None else 1).strip()
+    if text.startswith("auto"):
+        if max_batch_size is not None:
+            return _batch_size(max_batch_size, None)
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 or value > 256:
+        raise ConfigError(f"batch_size must be a positive integer up to 256 or 'auto', got {batch_size!r}")
+    return value
+
 
 def _under_lm_eval_cli() -> bool:
     """Whether this process is the ``lm_eval`` command (its console script, or ``python -m lm_eval``)."""
@@ -96,9 +116,7 @@ class RelayGenLM(LM):
             raise ConfigError("pass either profile= or cues=, not both")
         if cues is not None and (not isinstance(cues, (list, tuple)) or not all(isinstance(c, str) for c in cues)):
             raise ConfigError(f"cues must be a list of strings (JSON model_args), got {cues!r}")
-        batch_size, _ = args.pop("batch_size", None), args.pop("max_batch_size", None)
-        if str(batch_size or 1) not in ("1", "auto"):
-            print(f"relaygen: batch_size={batch_size} ignored: requests run one at a time", file=sys.stderr)
+        batch_size = _batch_size(args.pop("batch_size", None), args.pop("max_batch_size", None))
         self.defaults = {k: args.pop(k, v) for k, v in GENERATION_DEFAULTS.items()}
         SamplingParams(temperature=self.defaults["temperature"], top_p=self.defaults["top_p"],
                        top_k=self.defaults["top_k"], max_tokens=self.defaults["max_gen_toks"]).validated()
@@ -110,23 +128,28 @@ class RelayGenLM(LM):
         self._seen: Counter = Counter()
         self._stats_file = Path(stats_path) if stats_path else _stats_path_beside_output(pretrained)
         if engine is None:
-            from ..loader import build
+            from ..loader import build, build_concurrent
             from ..options import RelaySpec
 
             spec = RelaySpec.from_mapping({"pair": self.pair, "progress": progress, **args,
                                            **({"profile": cues} if cues is not None else {})},
                                           what="relaygen model argument")
             spec = _apply_device(spec, device)
-            engine = build(spec)
+            if batch_size == "auto":
+                batch_size = 4 if spec.backend in ("llamacpp", "openai") else 1
+            engine = build(spec) if batch_size == 1 else build_concurrent(replace(spec, max_batch=batch_size),
+                                                                          scoring=True)
         elif args:
             raise ConfigError(f"with engine= the engine's own configuration applies; drop {', '.join(sorted(args))}")
         self.engine = engine
+        self.batch_size = getattr(engine, "max_batch", 1)
         mode = engine.config.mode  # an engine passed in brings its own configuration
         from ..speculative import SpeculativeBackend
 
         speculative = isinstance(engine.large, SpeculativeBackend)
         drafter = engine.large.drafter if speculative else None
-        self.scorer = engine.small if mode == "small" else engine.large.target if speculative else engine.large
+        scorer = engine.small if mode == "small" else engine.large.target if speculative else engine.large
+        self.scorer = getattr(scorer, "base", scorer)  # a batched engine's sequence scores with its loaded model
         self.info = {"pair": self.pair, "large": model_args.get("large"), "small": model_args.get("small"),
                      "backend": model_args.get("backend", "llamacpp"), "mode": mode,
                      "profile": engine.profile.name, "cues": list(engine.profile.cues),
@@ -144,27 +167,41 @@ class RelayGenLM(LM):
     # --- lm-eval's contract ------------------------------------------------------------------
     @_one_line_errors
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        out = []
-        bar = tqdm(total=len(requests), desc="relaygen generate", disable=disable_tqdm or not self.progress)
-        for req in requests:
+        params = []
+        for req in requests:  # seeds in request order, whatever order the answers come back in
             context, gen_kwargs = req.args
             key = _context_key(context)
-            occurrence = self._seen[key]
+            params.append(self._sampling(gen_kwargs, key, self._seen[key]))
             self._seen[key] += 1
-            params = self._sampling(gen_kwargs, key, occurrence)
+        bar = tqdm(total=len(requests), desc="relaygen generate", disable=disable_tqdm or not self.progress)
+
+        def answer(i: int) -> RelayResult:
+            req = requests[i]
+            context = req.args[0]
             try:  # a string is the prompt as lm-eval rendered it; messages (lm-eval 0.5) get the model's template
-                result = self.engine.generate(context, params, chat=not isinstance(context, str))
+                return self.engine.generate(context, params[i], chat=not isinstance(context, str))
             except ConfigError as e:
                 hint = " (raise n_ctx= in --model_args)" if isinstance(e, ContextWindowError) else ""
                 raise type(e)(f"{req.task_name} doc {req.doc_id}: {e}{hint}") from None
-            out.append(result.text)
-            self._record(req, result)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), result.text)
-            bar.update(1)
-            bar.set_postfix_str(f"large {_share(self.records):.0%} of tokens")
+
+        results: list[RelayResult] = []
+        with ThreadPoolExecutor(max_workers=self.batch_size) as pool:  # batch_size requests in flight
+            futures = [pool.submit(answer, i) for i in range(len(requests))] if self.batch_size > 1 else None
+            for i, req in enumerate(requests):
+                try:
+                    result = futures[i].result() if futures else answer(i)
+                except BaseException:
+                    for f in futures or ():
+                        f.cancel()
+                    raise
+                results.append(result)
+                self._record(req, result)
+                self.cache_hook.add_partial("generate_until", tuple(req.args), result.text)
+                bar.update(1)
+                bar.set_postfix_str(f"large {_share(self.records):.0%} of tokens")
         bar.close()
         self._write_stats()
-        return out
+        return [r.text for r in results]
 
     @_one_line_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:

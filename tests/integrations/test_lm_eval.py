@@ -285,3 +285,41 @@ def test_start_up_hook_and_a_future_plugin_discovery_register_relaygen_once(orde
 
     builtins = {k for k in model_registry if k != "relaygen"}
     assert int(count) == len(builtins) + 1  # every built-in model still there, relaygen once
+
+
+def test_batch_size_runs_requests_together_with_the_answers_of_one_at_a_time(tiny_models, tmp_path):
+    """batch_size=4 on tiny float32 models (the same numbers whatever the batch): six generate_until requests,
+    greedy and seeded, give the answers and seeds of batch_size=1, in request order; scoring still works."""
+    from tiny_gguf import write_tiny_gguf
+
+    other = write_tiny_gguf(tmp_path / "tiny-a3.gguf", seed=3)
+    common = dict(pretrained="smollm2-135m-self", large=str(tiny_models["a"]), small=str(other), chat_format="raw",
+                  n_threads=1, n_ctx=512, cues=LETTERS, cue_matching="substring", min_large_tokens=1, progress=False)
+    reqs = [request("generate_until", f"the cat number {i} sat on the", {"until": [], "max_gen_toks": 20 + 4 * i},
+                    doc_id=i) for i in range(4)]
+    reqs += [request("generate_until", f"a dog {i} ran", {"do_sample": True, "temperature": 0.9, "max_gen_toks": 24},
+                     doc_id=4 + i) for i in range(2)]
+    one = RelayGenLM(**common, batch_size=1, stats_path=str(tmp_path / "one.jsonl"))
+    four = RelayGenLM.create_from_arg_obj(dict(common, stats_path=str(tmp_path / "four.jsonl")),
+                                          {"batch_size": 4, "max_batch_size": None, "device": None})
+    try:
+        assert one.batch_size == 1 and four.batch_size == 4
+        want, got = one.generate_until(reqs), four.generate_until(reqs)
+        assert got == want and len(set(got)) == 6
+        assert four.engine.scheduler.widest > 1  # requests really shared llama.cpp calls
+        assert [r["doc_id"] for r in four.records] == list(range(6))
+        assert [r["switches"] for r in four.records] == [r["switches"] for r in one.records]
+        assert sum(r["switches"] for r in four.records) > 0
+        pair = [request("loglikelihood", "the cat", " sat"), request("loglikelihood", "the cat", " ran")]
+        for (a, greedy_a), (b, greedy_b) in zip(four.loglikelihood(pair), one.loglikelihood(pair)):
+            assert a == pytest.approx(b, abs=1e-4) and greedy_a == greedy_b
+    finally:
+        four.engine.close()
+    auto = RelayGenLM.create_from_arg_obj(dict(common), {"batch_size": "auto", "max_batch_size": None})
+    assert auto.batch_size == 4
+    auto.engine.close()
+    for bad in ("0", "x", -3, "300"):
+        with pytest.raises(ConfigError, match="batch_size must be a positive integer up to 256 or 'auto'"):
+            RelayGenLM(**common, batch_size=bad)
+    with pytest.raises(ConfigError, match="speculative decoding is not combined with batched requests"):
+        RelayGenLM(**common, batch_size=2, speculative="lookup")
