@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from . import __version__
-from .cli_options import (add_cue_options, add_engine_options, add_model_options, add_sampling_options,
+from .cli_options import (add_cue_options, add_engine_options, add_model_options, add_relay_options,
+                          add_sampling_options,
                           backend_options, engine_from_args, flag, params_from_args)
 from .errors import RelayGenError
 
@@ -92,6 +94,17 @@ def cmd_generate(args) -> int:
 
         prompt = math_prompt(prompt)
     return _run(engine, prompt, args)
+
+
+def cmd_serve(args) -> int:
+    from .cli_options import spec_mapping
+    from .integrations.serve import serve
+
+    options = {k: v for k, v in spec_mapping(args).items() if v is not None and k != "pair"}
+    max_batch = args.max_batch if args.max_batch is not None else 1 if args.backend == "hf" else 4
+    options.update(progress=False, max_batch=max_batch, queue_timeout=args.queue_timeout)
+    key = args.key if args.key is not None else os.environ.get("RELAYGEN_SERVE_KEY")
+    return serve(args.pair, options, host=args.host, port=args.port, key=key, model_name=args.model_name)
 
 
 def cmd_demo(args) -> int:
@@ -311,6 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
     bc.add_argument("--tokens", type=int, default=300, help="tokens per answer (default: 300)")
     add_model_options(bc)
     bc.set_defaults(func=cmd_bench_costs)
+
+    s = sub.add_parser("serve", help="an OpenAI-compatible endpoint for a pair (LiteLLM's proxy, no config to write)",
+                       description="Serve chat completions, completions (streaming too), /v1/models and usage "
+                                   "with the relay statistics on HOST:PORT, up to --max-batch requests at once.")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", type=int, default=4000, help="port (default: 4000)")
+    s.add_argument("--key", default=None, help="API key clients must send (default: $RELAYGEN_SERVE_KEY; none: open)")
+    s.add_argument("--model-name", default=None, help="the model's name for clients (default: the pair's name)")
+    s.add_argument("--max-batch", type=int, default=None,
+                   help="requests served at once; llama.cpp evaluates them together (default: 4; hf: 1)")
+    s.add_argument("--queue-timeout", type=float, default=600.0,
+                   help="seconds a request beyond --max-batch waits for a free sequence (default: 600)")
+    add_model_options(s)
+    add_relay_options(s)
+    add_cue_options(s, "a switch cue; replaces the profile")
+    s.set_defaults(func=cmd_serve)
 
     m = sub.add_parser("models", help="list, fetch or locate model files")
     m.add_argument("action", choices=["list", "fetch", "path"])

@@ -92,8 +92,13 @@ def engine_from_args(args, mode: str | None = None, use_cues: bool = True):
     from .loader import build
     from .options import RelaySpec
 
+    return build(RelaySpec.from_mapping(spec_mapping(args, mode, use_cues), spelled=flag))
+
+
+def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:
+    """The flags as ``RelaySpec.from_mapping`` takes them (checked there)."""
     profile = (args.cues or args.profile) if use_cues else None
-    spec = RelaySpec.from_mapping({
+    return {
         "pair": args.pair, "large": args.large, "small": args.small, "backend": args.backend, "profile": profile,
         "cue_matching": "substring" if use_cues and args.substring_cues else None,
         "progress": sys.stderr.isatty() and not getattr(args, "json", False),
@@ -102,8 +107,7 @@ def engine_from_args(args, mode: str | None = None, use_cues: bool = True):
         "mode": mode or args.mode, "min_large_tokens": getattr(args, "min_large_tokens", 5),
         "answer_model": getattr(args, "answer_model", "small"), "reasoning_end": getattr(args, "reasoning_end", None),
         "answer_reserve_tokens": getattr(args, "answer_reserve", 0), "check": getattr(args, "check", "off"),
-        "handback": getattr(args, "handback", 0.0), **backend_options(args)}, spelled=flag)
-    return build(spec)
+        "handback": getattr(args, "handback", 0.0), **backend_options(args)}
 
 
 # backend options as the CLI spells them; each backend's constructor says which of them it takes

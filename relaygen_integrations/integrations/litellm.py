@@ -140,7 +140,8 @@ class RelayGenProvider(CustomLLM):
                 from ..loader import load_concurrent
 
                 try:
-                    engine = load_concurrent(pair, profile=profile or None, **self.load_options)
+                    options = dict(self.load_options)  # a profile in the model string wins over the handler's
+                    engine = load_concurrent(pair, **{**options, "profile": profile or options.get("profile")})
                 except RelayGenError as e:
                     self._failed[model] = (time.monotonic(), e)
                     raise

@@ -1,0 +1,110 @@
+"""``relaygen serve``: an OpenAI-compatible endpoint for a pair, on the LiteLLM proxy, with no config to write.
+
+The command writes the proxy's config (the pair as the one model, this module's ``handler`` as its
+provider, this module's ``check_key`` as its auth when a key is set) and runs LiteLLM's proxy on it. The
+handler's options travel to the proxy process as JSON in ``RELAYGEN_SERVE_OPTIONS``, the key in
+``RELAYGEN_SERVE_KEY``. Without a key the endpoint is open (it listens on 127.0.0.1 by default); with
+one, a request without it or with another is a 401 saying so (the proxy's own master key, without a
+database, answers a wrong key with ``400 No connected db``).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, RelayGenError
+
+ENV_OPTIONS, ENV_KEY, ENV_MODEL = "RELAYGEN_SERVE_OPTIONS", "RELAYGEN_SERVE_KEY", "RELAYGEN_SERVE_MODEL"
+
+
+def proxy_config(model_name: str, model: str) -> dict:
+    """The LiteLLM proxy config ``relaygen serve`` runs: one model, this module's handler and key check.
+    The proxy refuses to start without a master key; the one given is random and unused, since the key
+    check decides every request first."""
+    return {
+        "model_list": [{"model_name": model_name, "litellm_params": {"model": f"relaygen/{model}"}}],
+        "litellm_settings": {"custom_provider_map": [
+            {"provider": "relaygen", "custom_handler": f"{__name__}.handler"}]},
+        "general_settings": {"custom_auth": f"{__name__}.check_key", "master_key": f"sk-{secrets.token_hex(32)}"},
+    }
+
+
+async def check_key(request, api_key: str):
+    """The proxy's auth hook: with a served key, the request's bearer token must be it; without, all pass."""
+    from litellm.proxy._types import ProxyErrorTypes, ProxyException, UserAPIKeyAuth
+
+    expected = os.environ.get(ENV_KEY)
+    sent = (api_key or "").removeprefix("Bearer ").strip()
+    if expected is None or sent and hmac.compare_digest(sent.encode(), expected.encode()):
+        return UserAPIKeyAuth(api_key=sent or None)
+    why = "no API key was sent" if not sent else "the API key is wrong"
+    raise ProxyException(message=f"{why}: send the key `relaygen serve` was started with (--key or "
+                                 f"${ENV_KEY}) as the bearer token (OpenAI clients: api_key=...)",
+                         type=ProxyErrorTypes.auth_error, param="api_key", code=401)
+
+
+def _handler():
+    """The provider the proxy imports; in the proxy process it loads the served pair at start-up, so the
+    first request does not wait for it and a pair that does not load ends the start with one line."""
+    from .litellm import RelayGenProvider
+
+    provider = RelayGenProvider(**json.loads(os.environ.get(ENV_OPTIONS, "{}")))
+    model = os.environ.get(ENV_MODEL)
+    if model:
+        try:
+            provider._engine(model)
+        except RelayGenError as e:
+            print(f"relaygen serve: error: {e}", file=sys.stderr, flush=True)
+            os._exit(2)
+    return provider
+
+
+def serve(pair: str | None, options: dict, host: str = "127.0.0.1", port: int = 4000, key: str | None = None,
+          model_name: str | None = None) -> int:
+    """Check the options here (one line for a mistake), then run the proxy until it is stopped."""
+    import yaml
+
+    from ..registry import Registry
+    from .litellm import RelayGenProvider
+
+    pair = Registry.load(options.get("registry_path")).pair(pair).name  # an unknown pair fails here
+    RelayGenProvider(**options).close()  # every option is checked here, before the proxy starts
+    if key is not None and not key.strip():
+        raise ConfigError("the API key is empty: pass --key with a value, or leave it out for an open endpoint")
+    litellm_cli = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
+    if litellm_cli is None:
+        raise ConfigError("relaygen serve runs LiteLLM's proxy: pip install 'relaygen-integrations[litellm]'")
+    folder = Path(tempfile.mkdtemp(prefix="relaygen-serve-"))
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(proxy_config(model_name or pair, pair), sort_keys=False))
+    config.chmod(0o600)
+    env = {**os.environ, ENV_OPTIONS: json.dumps(options), ENV_MODEL: pair, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    env.pop("LITELLM_MASTER_KEY", None)  # the served key is ours; a master key would want a database
+    env.pop(ENV_KEY, None)
+    if key is not None:
+        env[ENV_KEY] = key
+    print(f"relaygen serve: {model_name or pair} at http://{host}:{port}/v1 "
+          f"({'API key required' if key else 'no API key'}; config {config})", file=sys.stderr, flush=True)
+    # one worker: each would load the models, and one engine already serves max_batch requests at once
+    proxy = subprocess.Popen([litellm_cli, "--config", str(config), "--host", host, "--port", str(port),
+                              "--num_workers", "1"], env=env)
+    try:
+        return proxy.wait()
+    except KeyboardInterrupt:
+        proxy.terminate()
+        proxy.wait(timeout=30)
+        return 130
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+handler = _handler()

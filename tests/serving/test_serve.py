@@ -1,0 +1,119 @@
+"""`relaygen serve` as a user runs it, driven by the official `openai` client over 127.0.0.1."""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="relaygen serve runs the LiteLLM proxy: litellm[proxy]")
+openai = pytest.importorskip("openai")
+
+from busy_cues import ANY_LETTER_FILE  # noqa: E402
+from relaygen_integrations.testing import free_port  # noqa: E402
+from tiny_gguf import write_tiny_gguf  # noqa: E402
+
+RELAYGEN = Path(sys.executable).parent / "relaygen"
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+KEY = "sk-relaygen-serve-test"
+
+
+@contextmanager
+def served(*args: str, key: str | None = KEY):
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
+    cmd = [str(RELAYGEN), "serve", "--port", str(port), "--threads", "1", *args] + (["--key", key] if key else [])
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key or "none", max_retries=0, timeout=60)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                client.models.list()
+                break
+            except openai.APIConnectionError:
+                assert proc.poll() is None, f"relaygen serve exited: {proc.stderr.read()[-3000:]}"
+                assert time.monotonic() < deadline, "relaygen serve did not start"
+                time.sleep(0.5)
+        yield client, port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def ask(text):
+    return [{"role": "user", "content": text}]
+
+
+def test_serve_gives_an_openai_endpoint_with_relay_usage_and_a_key(smollm2_path):
+    with served("--pair", "smollm2-135m-self", "--profile", str(ANY_LETTER_FILE), "--n-ctx", "1024",
+                "--min-large-tokens", "1", "--max-batch", "2") as (client, port):
+        assert [m.id for m in client.models.list()] == ["smollm2-135m-self"]
+        r = client.chat.completions.create(model="smollm2-135m-self", messages=ask("Say hello."), temperature=0,
+                                           max_tokens=24)
+        relay = r.model_dump()["usage"]["relay"]
+        assert r.choices[0].message.content and r.usage.completion_tokens <= 24
+        assert relay["large_tokens"] + relay["small_tokens"] == r.usage.completion_tokens and relay["switches"] > 0
+        chunks = list(client.chat.completions.create(model="smollm2-135m-self", messages=ask("Say hello."),
+                                                     temperature=0, max_tokens=24, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+        text = client.completions.create(model="smollm2-135m-self", prompt="The sky is", temperature=0, max_tokens=12)
+        assert text.choices[0].text and text.usage.completion_tokens <= 12
+        # a wrong key, or none, is a 401 that says what to send
+        for wrong in ("sk-wrong", ""):
+            other = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=wrong or "x", max_retries=0,
+                                  default_headers={} if wrong else {"Authorization": ""})
+            with pytest.raises(openai.AuthenticationError, match="relaygen serve") as err:
+                other.chat.completions.create(model="smollm2-135m-self", messages=ask("Hi"), max_tokens=4)
+            assert err.value.status_code == 401
+        # concurrent streamed clients: every request answered whole, none mixed up
+        answers, errors = {}, []
+
+        def client_run(i):
+            try:
+                s = client.chat.completions.create(model="smollm2-135m-self", messages=ask(f"Count to {i + 2}."),
+                                                   temperature=0, max_tokens=16, stream=True)
+                answers[i] = "".join(c.choices[0].delta.content or "" for c in s if c.choices)
+            except Exception as e:  # reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=client_run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert not errors and len(answers) == 4 and all(answers.values())
+
+
+def test_a_client_that_disconnects_mid_stream_frees_its_sequence(tmp_path):
+    """One sequence, a large model that never ends its text: after the client drops its stream, the next
+    request is served at once; had the first kept running to its 3,000-token budget, it would have waited
+    past its 3 s queue timeout."""
+    endless = write_tiny_gguf(tmp_path / "endless.gguf", seed=0, endless=True, n_ctx=4096, chat_template=CHATML)
+    with served("--pair", "smollm2-135m-self", "--large", str(endless), "--small", str(endless), "--mode", "large",
+                "--n-ctx", "4096", "--max-batch", "1", "--queue-timeout", "3", key=None) as (client, _):
+        stream = client.chat.completions.create(model="smollm2-135m-self", messages=ask("go"), temperature=0,
+                                                max_tokens=3000, stream=True)
+        for i, _chunk in enumerate(stream):
+            if i == 3:
+                break
+        stream.close()  # the client goes away
+        t0 = time.monotonic()
+        r = client.chat.completions.create(model="smollm2-135m-self", messages=ask("again"), temperature=0,
+                                           max_tokens=5)
+        assert r.usage.completion_tokens == 5 and time.monotonic() - t0 < 3
+
+
+def test_serve_refuses_mistakes_before_it_starts():
+    for args, message in ((["--pair", "no-such-pair"], "unknown pair 'no-such-pair'"),
+                          (["--max-batch", "0"], "max_batch must be an integer in 1..256"),
+                          (["--key", " "], "the API key is empty"),
+                          (["--backend", "hf", "--max-batch", "2"], "the hf backend serves one at a time"),
+                          (["--check", "bogus"], "check")):
+        p = subprocess.run([str(RELAYGEN), "serve", *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
