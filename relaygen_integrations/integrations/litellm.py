@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -196,6 +198,7 @@ class RelayGenProvider(CustomLLM):
                        params: SamplingParams) -> Iterator[ModelResponseStream]:
         split = self._splits(engine)
         reasoning = _ReasoningFilter(engine.config.reasoning_end or "")
+        chunk = functools.partial(_chunk, stream_id=f"chatcmpl-{uuid.uuid4()}")  # one id for all of a stream's chunks
         events = engine.stream(messages, params)
         pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
         answer_started = False
@@ -211,18 +214,18 @@ class RelayGenProvider(CustomLLM):
                         answer_started = answer_started or (field == "content" and bool(text))
                         if text:
                             if pending is not None:
-                                yield _chunk(model, *pending)
+                                yield chunk(model, *pending)
                             pending = (field, text, event.model)
                 elif event.kind == "done":
                     rest = reasoning.rest() if split else ""
                     if rest:  # reasoning cut by the budget before its marker
                         if pending is not None:
-                            yield _chunk(model, *pending)
+                            yield chunk(model, *pending)
                         pending = ("reasoning_content", rest, None)
                     stats = event.result.stats
                     usage = _usage(stats)
-                    yield _chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
-                                 usage, relay=usage.relay)
+                    yield chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
+                                usage, relay=usage.relay)
         finally:
             events.close()  # a closed or cancelled stream: its request stops within a step
 
@@ -269,11 +272,11 @@ def _reasoning_text(result: RelayResult, marker: str) -> str:
 
 
 def _chunk(model: str, field: str, text: str, writer: str | None, finish: str | None = None, usage: Any = None,
-           relay: dict | None = None) -> ModelResponseStream:
+           relay: dict | None = None, stream_id: str | None = None) -> ModelResponseStream:
     """One streamed delta; ``provider_specific_fields`` says which model wrote it and, on the last chunk,
     carries the relay statistics (LiteLLM rebuilds a streamed ``usage`` with the standard counts only)."""
     delta = Delta(content=text) if field == "content" else Delta(content=None, reasoning_content=text)
-    chunk = ModelResponseStream(model=f"{PROVIDER}/{model}",
+    chunk = ModelResponseStream(id=stream_id, model=f"{PROVIDER}/{model}",
                                 choices=[StreamingChoices(index=0, delta=delta, finish_reason=finish)])
     chunk.provider_specific_fields = {"relay_model": writer, **({"relay": relay} if relay else {})}
     if usage is not None:

@@ -62,6 +62,7 @@ def test_serve_gives_an_openai_endpoint_with_relay_usage_and_a_key(smollm2_path)
         chunks = list(client.chat.completions.create(model="smollm2-135m-self", messages=ask("Say hello."),
                                                      temperature=0, max_tokens=24, stream=True))
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == r.choices[0].message.content
+        assert len({c.id for c in chunks}) == 1  # regression: each chunk had an id of its own
         text = client.completions.create(model="smollm2-135m-self", prompt="The sky is", temperature=0, max_tokens=12)
         assert text.choices[0].text and text.usage.completion_tokens <= 12
         # a wrong key, or none, is a 401 that says what to send
