@@ -16,7 +16,8 @@ _HOME = {
     "RelayConfig": ".core.config", "RelayEngine": ".core.engine",
     "RelayEvent": ".core.events", "RelayResult": ".core.events", "RelayStats": ".core.events",
     "Segment": ".core.events", "CueProfile": ".core.profile", "load_profile": ".core.profile",
-    "SamplingParams": ".core.sampling", "load_pair": ".loader", "RelaySpec": ".options",
+    "SamplingParams": ".core.sampling", "load_pair": ".loader", "load_concurrent": ".loader", "RelaySpec": ".options",
+    "ConcurrentEngine": ".core.serving", "QueueTimeoutError": ".errors",
     "ConfigError": ".errors", "ContextWindowError": ".errors", "FetchError": ".errors",
     "ModelFileError": ".errors", "ModelNotFoundError": ".errors", "RelayGenError": ".errors", "ServerError": ".errors",
 }
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
     from .core.events import RelayEvent, RelayResult, RelayStats, Segment
     from .core.profile import CueProfile, load_profile
     from .core.sampling import SamplingParams
+    from .core.serving import ConcurrentEngine
     from .errors import (ConfigError, ContextWindowError, FetchError, ModelFileError, ModelNotFoundError,
-                         RelayGenError, ServerError)
-    from .loader import load_pair
+                         QueueTimeoutError, RelayGenError, ServerError)
+    from .loader import load_concurrent, load_pair
     from .options import RelaySpec
 
 
