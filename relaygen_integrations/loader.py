@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -225,6 +226,7 @@ def build_concurrent(spec: RelaySpec, scoring: bool = False):
 def _batched_llamacpp(spec: RelaySpec, scoring: bool):
     from .backends.llamacpp_batch import batched_engine
     from .core.profile import load_profile
+    from .core.scheduler import Scheduler
 
     resolved = resolve_pair(spec)
     config = spec.relay
@@ -234,13 +236,20 @@ def _batched_llamacpp(spec: RelaySpec, scoring: bool):
     options = dict(spec.backend_options)
     n_ctx, n_batch = options.pop("n_ctx", 4096), options.pop("n_batch", 512)
     own = {"n_ctx": n_ctx, "n_batch": n_batch} if scoring else {"n_ctx": 64, "n_batch": 64}
+    scheduler = Scheduler()
     with ExitStack() as loaded:  # the sequences live in the shared contexts
-        large = load_backend(resolved.large, "llamacpp", resolved.registry, spec.progress, **own, **options)
+        loaded.callback(scheduler.close)
+        # Loaded on the thread that evaluates: llama.cpp's OpenMP build keeps a thread team per calling thread,
+        # and loading repacks the weights in parallel, so loading elsewhere leaves a second team behind
+        # (every decode then runs about 1.4x slower here).
+        large = scheduler.call(functools.partial(load_backend, resolved.large, "llamacpp", resolved.registry,
+                                                 spec.progress, **own, **options))
         loaded.callback(large.close)
-        small = load_backend(resolved.small, "llamacpp", resolved.registry, spec.progress, **own, **options)
+        small = scheduler.call(functools.partial(load_backend, resolved.small, "llamacpp", resolved.registry,
+                                                 spec.progress, **own, **options))
         loaded.callback(small.close)
         engine = batched_engine(large, small, cue_profile, config, spec.max_batch, n_ctx, n_batch, spec.queue_timeout,
-                                options.get("n_threads"), options.get("flash_attn", False))
+                                options.get("n_threads"), options.get("flash_attn", False), scheduler=scheduler)
         loaded.pop_all()
     return engine
 

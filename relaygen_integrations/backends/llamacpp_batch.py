@@ -45,13 +45,13 @@ class SharedContext:
                               f"{base.path.name} (out of memory?): lower max_batch or n_ctx")
         self.n_ctx_seq = llama_cpp.llama_n_ctx_seq(self.ctx)
         self.n_batch = n_batch
-        self._batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
+        self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self._memory = llama_cpp.llama_get_memory(self.ctx)
 
     def run(self, jobs: Sequence[Job]) -> int:
         """Pack jobs into one ``llama_decode`` of at most ``n_batch`` tokens; a job that does not fit
         whole leaves its rest for the next call. Each job first drops what its sequence held past its start."""
-        b, n, taken = self._batch, 0, []
+        b, n, taken = self.batch, 0, []
         for job in jobs:
             take = min(len(job.tokens), self.n_batch - n)
             if take == 0:
@@ -90,7 +90,7 @@ class SharedContext:
 
     def close(self) -> None:
         if self.ctx:
-            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_batch_free(self.batch)
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
 
@@ -156,10 +156,10 @@ class SequenceBackend(LocalBackend):
 
 def batched_engine(large: LlamaCppBackend, small: LlamaCppBackend, profile=None, config=None, max_batch: int = 4,
                    n_ctx: int = 4096, n_batch: int = 512, queue_timeout: float = 600.0, n_threads: int | None = None,
-                   flash_attn: bool = False, owns_models: bool = True):
+                   flash_attn: bool = False, owns_models: bool = True, scheduler: Scheduler | None = None):
     """A ``ConcurrentEngine`` of ``max_batch`` relays over two loaded models, each model's sequences in
     one shared context of ``n_ctx`` tokens per sequence. Closing it frees the contexts (and the models,
-    with ``owns_models``)."""
+    with ``owns_models``). ``scheduler``: the one whose thread loaded the models, if one did."""
     from contextlib import ExitStack
 
     from ..core.engine import RelayEngine
@@ -169,12 +169,11 @@ def batched_engine(large: LlamaCppBackend, small: LlamaCppBackend, profile=None,
         if owns_models:
             owned.callback(large.close)
             owned.callback(small.close)
-        scheduler = Scheduler()
+        scheduler = scheduler or Scheduler()
         owned.callback(scheduler.close)
         shared = []
         for base in (large, small):
-            shared.append(SharedContext(base, max_batch, n_ctx, n_batch=n_batch, n_threads=n_threads,
-                                        flash_attn=flash_attn))
+            shared.append(scheduler.call(SharedContext, base, max_batch, n_ctx, n_batch, n_threads, flash_attn))
             owned.callback(shared[-1].close)
         slots = [RelayEngine(SequenceBackend(shared[0], i, scheduler), SequenceBackend(shared[1], i, scheduler),
                              profile, config) for i in range(max_batch)]
