@@ -333,8 +333,8 @@ def test_streamed_answer_keeps_text_that_shares_a_token_with_the_reasoning_end_m
 def test_a_request_beyond_max_batch_waits_at_most_queue_timeout(smollm2_path):
     """No request waits forever (queue_timeout is finite by default): one beyond max_batch fails with
     litellm.Timeout saying why, streamed or not, and is served once a sequence is free."""
-    from relaygen_integrations.core.scheduler import Job
     from relaygen_integrations.integrations.litellm import QUEUE_TIMEOUT
+    from round_gate import hold_rounds
 
     assert RelayGenProvider().queue_timeout == QUEUE_TIMEOUT < float("inf")
     with pytest.raises(ConfigError, match="queue_timeout must be a positive number"):
@@ -346,20 +346,7 @@ def test_a_request_beyond_max_batch_waits_at_most_queue_timeout(smollm2_path):
     try:
         assert litellm.completion(model="relaygen/smollm2-135m-self", messages=ask("Hi"), max_tokens=2).choices
         engine = provider._engines["smollm2-135m-self"]
-
-        class Gate:  # holds the scheduler's rounds, so the one sequence stays busy for as long as the test wants
-            entered, open = threading.Event(), threading.Event()
-
-            def run(self, jobs):
-                self.entered.set()
-                self.open.wait(30)
-                for job in jobs:
-                    job.result = []
-                return 0
-
-        gate = Gate()
-        threading.Thread(target=engine.scheduler.submit, args=(Job(gate, -1, 0, []),), daemon=True).start()
-        assert gate.entered.wait(10)
+        gate = hold_rounds(engine.scheduler)  # the one sequence stays busy for as long as the test wants
         held = threading.Thread(target=litellm.completion, kwargs=dict(
             model="relaygen/smollm2-135m-self", messages=ask("Tell a long story."), max_tokens=20))
         held.start()

@@ -13,9 +13,9 @@ import pytest
 from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend
 from relaygen_integrations.backends.llamacpp_batch import batched_engine
-from relaygen_integrations.core.scheduler import Job
 from relaygen_integrations.errors import ConfigError, QueueTimeoutError
 from busy_cues import ANY_LETTER
+from round_gate import hold_rounds
 from tiny_gguf import write_tiny_gguf
 
 PROMPTS = ["the cat sat on the mat", "a dog ran", "then the bird sang and the", "one two three four",
@@ -96,31 +96,10 @@ def test_checked_relays_run_concurrently_too(pair):
     assert sum(r.stats.sentences_checked for r in got.values()) > 0
 
 
-class _Gate:
-    """A model of the scheduler's protocol whose call blocks until opened: holds every round back."""
-
-    def __init__(self):
-        self.entered, self.open = threading.Event(), threading.Event()
-
-    def run(self, jobs):
-        self.entered.set()
-        self.open.wait(30)
-        for job in jobs:
-            job.result = []
-        return 0
-
-
-def _hold_rounds(engine) -> _Gate:
-    gate = _Gate()
-    threading.Thread(target=engine.scheduler.submit, args=(Job(gate, -1, 0, []),), daemon=True).start()
-    assert gate.entered.wait(10)
-    return gate
-
-
 def test_a_request_beyond_max_batch_waits_then_fails_with_a_clear_error(pair):
     engine = _batched(pair, max_batch=1, queue_timeout=30)
     try:
-        gate = _hold_rounds(engine)  # the one sequence's request cannot finish while rounds are held
+        gate = hold_rounds(engine.scheduler)  # the one sequence's request cannot finish while rounds are held
         first = engine.stream(PROMPTS[0], SamplingParams(temperature=0, max_tokens=30), chat=False)
         holder = threading.Thread(target=lambda: list(first))
         holder.start()
@@ -145,7 +124,7 @@ def test_closing_a_stream_cancels_its_request_and_frees_its_sequence_within_a_ro
         stream = engine.stream(PROMPTS[0], SamplingParams(temperature=0, max_tokens=400), chat=False)
         first = next(stream)
         assert first.kind == "text"
-        gate = _hold_rounds(engine)  # the request is now waiting for a round
+        gate = hold_rounds(engine.scheduler)  # the request is now waiting for a round
         stream.close()  # the client went away
         rounds = engine.scheduler.rounds
         gate.open.set()
