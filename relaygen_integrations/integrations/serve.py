@@ -11,6 +11,7 @@ database, answers a wrong key with ``400 No connected db``).
 from __future__ import annotations
 
 import hmac
+import importlib.util
 import json
 import os
 import secrets
@@ -81,8 +82,8 @@ def serve(pair: str | None, options: dict, host: str = "127.0.0.1", port: int = 
     if key is not None and not key.strip():
         raise ConfigError("the API key is empty: pass --key with a value, or leave it out for an open endpoint")
     litellm_cli = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
-    if litellm_cli is None:
-        raise ConfigError("relaygen serve runs LiteLLM's proxy: pip install 'relaygen-integrations[litellm]'")
+    if litellm_cli is None or importlib.util.find_spec("fastapi") is None:
+        raise ConfigError("relaygen serve runs LiteLLM's proxy: pip install 'relaygen-integrations[serve]'")
     folder = Path(tempfile.mkdtemp(prefix="relaygen-serve-"))
     config = folder / "config.yaml"
     config.write_text(yaml.safe_dump(proxy_config(model_name or pair, pair), sort_keys=False))
