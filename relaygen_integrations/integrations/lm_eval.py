@@ -99,6 +99,7 @@ class RelayGenLM(LM):
     temperature, top_p, top_k   sampling when a task does not set it (default greedy)
     seed                base seed (1234); each request's seed is derived from it and the prompt
     stats_path          per-request statistics file (default: beside --output_path)
+    batch_size          lm-eval's --batch_size: requests in flight at once (1; ``auto``: 4; hf: 1)
 
     From Python, ``engine=`` takes a built RelayEngine instead (its configuration then applies).
     """
