@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from relaygen_integrations.math_tasks import load_problems, math_prompt  # noqa: E402
-from relaygen_integrations.testing import free_port, llama_server  # noqa: E402
+from relaygen_integrations.testing import free_port, llama_server, wait_until_serving  # noqa: E402
 
 DATA = Path(__file__).resolve().parent / "data" / "gsm8k_test.jsonl"
 RELAYGEN = Path(sys.executable).parent / "relaygen"
@@ -45,17 +45,7 @@ def serve(args, max_batch: int, extra: list[str]):
                             env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-load-test", max_retries=0, timeout=900)
     try:
-        deadline = time.monotonic() + 600
-        while True:
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                if proc.poll() is not None:
-                    sys.exit(f"relaygen serve exited: {proc.stderr.read()[-2000:]}")
-                if time.monotonic() > deadline:
-                    sys.exit("relaygen serve did not start in 600 s")
-                time.sleep(0.5)
+        wait_until_serving(client, proc, "relaygen serve", timeout=600)
         yield client
     finally:
         proc.terminate()

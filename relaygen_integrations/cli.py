@@ -234,6 +234,20 @@ def cmd_bench_run(args) -> int:
     return 0
 
 
+def cmd_bench_concurrency(args) -> int:
+    from .bench.concurrency import SweepSettings, run_sweep, write_report
+
+    settings = SweepSettings(
+        dataset=args.data, methods=args.methods, levels=tuple(args.levels), requests=args.requests, start=args.start,
+        max_tokens=args.max_tokens, repeats=args.repeats, pair=args.pair, large=args.large, small=args.small,
+        backend=args.backend, backend_options=backend_options(args)).validated(spelled=flag)
+    console = _console(stderr=True)
+    rows = run_sweep(settings, progress=sys.stderr.isatty(), console=console)
+    out = write_report(settings, rows, Path(args.out), "relaygen " + " ".join(sys.argv[1:]))
+    print(out.read_text(encoding="utf-8"))
+    return 0
+
+
 def cmd_bench_report(args) -> int:
     from .bench.report import write_report
 
@@ -312,6 +326,21 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--out", help="results JSONL (default: evals/results/bench/DATA.jsonl)")
     add_model_options(br)
     br.set_defaults(func=cmd_bench_run)
+    bs = bsub.add_parser("concurrency", help="throughput against requests in flight (batched relays)",
+                         description="The same problems answered with 1, 2, 4, ... requests in flight on one "
+                                     "concurrent engine, each method, repeated and interleaved; reports each "
+                                     "level's throughput as a ratio to one request at a time.")
+    bs.add_argument("--data", default="gsm8k", help="a data set name or JSONL file (default: gsm8k)")
+    bs.add_argument("--methods", default="large,relay", help="comma list, as bench run's, without +draft/+lookup "
+                                                              "(default: large,relay)")
+    bs.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4], help="requests in flight (default: 1 2 4)")
+    bs.add_argument("--requests", type=int, default=4, help="problems per run (default: 4)")
+    bs.add_argument("--start", type=int, default=0, help="index of the first problem (default: 0)")
+    bs.add_argument("--max-tokens", type=int, default=128, help="budget per answer (default: 128)")
+    bs.add_argument("--repeats", type=int, default=2, help="repeats, alternating the order (default: 2)")
+    bs.add_argument("--out", required=True, help="report (Markdown); every run's answers go beside it (.jsonl)")
+    add_model_options(bs)
+    bs.set_defaults(func=cmd_bench_concurrency)
     bp = bsub.add_parser("report", help="summarise results files into Markdown and plots")
     bp.add_argument("results", nargs="+", help="results JSONL files from `relaygen bench run`")
     bp.add_argument("--out", required=True, help="report file (plots go beside it)")

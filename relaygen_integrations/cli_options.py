@@ -112,7 +112,8 @@ def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:
 
 # backend options as the CLI spells them; each backend's constructor says which of them it takes
 FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers", "device": "--device",
-          "dtype": "--dtype", "chat_template": "--chat-template", "api_key": "--api-key"}
+          "dtype": "--dtype", "chat_template": "--chat-template", "api_key": "--api-key",
+          "large_url": "--large-url", "small_url": "--small-url"}
 
 
 def flag(option: str) -> str:
@@ -124,7 +125,8 @@ def backend_options(args) -> dict:
     import os
 
     given = {"n_ctx": args.n_ctx, "n_threads": args.threads, "n_gpu_layers": args.gpu_layers, "device": args.device,
-             "dtype": args.dtype, "chat_template": args.chat_template, "api_key": args.api_key}
+             "dtype": args.dtype, "chat_template": args.chat_template, "api_key": args.api_key,
+             "large_url": args.large_url, "small_url": args.small_url}
     options = {k: v for k, v in given.items() if v is not None}
     if args.backend == "openai" and "api_key" not in options and os.environ.get("RELAYGEN_API_KEY"):
         options["api_key"] = os.environ["RELAYGEN_API_KEY"]

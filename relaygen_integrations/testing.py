@@ -53,3 +53,22 @@ def llama_server(model: Path, n_ctx: int = 1024, threads: int = 1, timeout: floa
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+def wait_until_serving(client, proc: subprocess.Popen, what: str, timeout: float = 180.0) -> None:
+    """Poll an OpenAI-compatible server (``client``: an ``openai.OpenAI``) started as ``proc`` until it lists
+    its models; raise with the end of its stderr if it exits first, or once ``timeout`` seconds pass."""
+    import openai
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.models.list()
+            return
+        except openai.APIConnectionError:
+            if proc.poll() is not None:
+                tail = proc.stderr.read()[-3000:] if proc.stderr else ""
+                raise RuntimeError(f"{what} exited: {tail}") from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start within {timeout:g} s") from None
+            time.sleep(0.5)

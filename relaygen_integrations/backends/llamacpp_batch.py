@@ -27,13 +27,13 @@ class SharedContext:
     evaluates in it (``run``), so it needs no lock of its own."""
 
     def __init__(self, base: LlamaCppBackend, n_seq: int, n_ctx: int, n_batch: int = 512,
-                 n_threads: int | None = None, flash_attn: bool = False):
+                 n_threads: int | None = None, flash_attn: bool = False, kv_unified: bool = False):
         if n_seq > llama_cpp.llama_max_parallel_sequences():
             raise ConfigError(f"max_batch={n_seq} is more than this llama.cpp build's "
                               f"{llama_cpp.llama_max_parallel_sequences()} parallel sequences")
         self.base, self.n_seq, self.n_vocab = base, n_seq, base.n_vocab
         p = llama_cpp.llama_context_default_params()
-        p.n_ctx, p.n_seq_max, p.kv_unified = n_ctx * n_seq, n_seq, False
+        p.n_ctx, p.n_seq_max, p.kv_unified = n_ctx * n_seq, n_seq, kv_unified
         p.n_batch, p.n_ubatch = n_batch, min(512, n_batch)
         threads = n_threads or base.llm.n_threads
         p.n_threads = p.n_threads_batch = threads

@@ -43,8 +43,9 @@ class Method:
     handback: float = 0.0  # the small model's early hand-back threshold (0: off)
 
 
-def parse_methods(spec: str) -> list[Method]:
-    """``"large,relay,relay+draft"`` -> methods; unknown names are a ConfigError naming the valid ones."""
+def parse_methods(spec: str, need_large: bool = True) -> list[Method]:
+    """``"large,relay,relay+draft"`` -> methods; unknown names are a ConfigError naming the valid ones.
+    ``need_large``: the list must hold ``large`` (a benchmark's speedups are ratios to it)."""
     methods, seen = [], set()
     for name in (s.strip() for s in spec.split(",")):
         if not name:
@@ -85,7 +86,7 @@ def parse_methods(spec: str) -> list[Method]:
         methods.append(method)
     if not methods:
         raise ConfigError("no methods given")
-    if "large" not in seen:
+    if need_large and "large" not in seen:
         raise ConfigError("the methods must include 'large': every speedup is measured against it")
     return methods
 
@@ -103,8 +104,7 @@ class MethodRunner:
         for m in methods:
             profile = load_profile(m.profile) if m.profile else base.profile
             large = SpeculativeBackend(base.large, drafters[m.speculative]) if m.speculative != "off" else base.large
-            config = replace(base.config, mode=m.mode, check=_check_of(m, base.profile), handback=m.handback).validated()
-            self.engines[m.name] = RelayEngine(large, base.small, profile, config)
+            self.engines[m.name] = RelayEngine(large, base.small, profile, method_config(m, base.config, base.profile))
         self.methods = {m.name: m for m in methods}
 
     def engine(self, name: str) -> "RelayEngine":
@@ -119,6 +119,12 @@ def _handback(name: str, spec: str) -> float:
     if not 0 < alpha < 1:
         raise ConfigError(f"method {name!r}: handback=A needs a probability A in (0, 1), not {spec[9:]!r}")
     return alpha
+
+
+def method_config(method: Method, base_config, pair_profile):
+    """The relay settings that run ``method``: the base engine's, with the method's mode, check and hand-back."""
+    return replace(base_config, mode=method.mode, check=_check_of(method, pair_profile),
+                   handback=method.handback).validated()
 
 
 def _check_of(method: Method, pair_profile) -> str:

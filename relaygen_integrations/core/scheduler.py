@@ -72,6 +72,9 @@ class Scheduler:
         self._closed = False
         self.rounds = 0
         self.widest = 0  # the most sequences one model evaluated in one call so far
+        self.calls = 0  # model calls so far, and the sequences they evaluated (their mean: how much batching)
+        self.sequences = 0
+        self.busy_seconds = 0.0  # time spent in model calls (the rest of a request's time is Python and waiting)
         self._thread = None
         if thread:
             self._thread = threading.Thread(target=self._loop, name="relaygen-models", daemon=True)
@@ -130,6 +133,7 @@ class Scheduler:
         calls, unfinished = [], []
         for group in by_model.values():
             model = group[0].model
+            t0 = time.perf_counter()
             try:
                 evaluated = model.run(group)
             except BaseException as e:  # a failed call fails every job in it, never the thread
@@ -137,8 +141,12 @@ class Scheduler:
                     job.error = e
                     job.done.set()
                 continue
+            finally:
+                self.busy_seconds += time.perf_counter() - t0
             calls.append((model, tuple(j.seq for j in group), evaluated))
             self.widest = max(self.widest, len(group))
+            self.calls += 1
+            self.sequences += len(group)
             for job in group:
                 if job.result is not None:
                     job.done.set()

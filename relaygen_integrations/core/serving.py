@@ -44,6 +44,7 @@ class ConcurrentEngine:
             self._free.put(slot)
         self._workers = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="relaygen-request")
         self._on_close = on_close
+        self._owns_scheduler = True
         self._active = 0
         self._lock = threading.Lock()
 
@@ -133,9 +134,17 @@ class ConcurrentEngine:
             self._free.put(slot)
             events.put(_END)
 
+    def variant(self, config, profile=None) -> "ConcurrentEngine":
+        """The same sequences with other relay settings (a benchmark's methods over one loaded pair): use
+        one of the two at a time, they share the sequences; closing the variant closes only its workers."""
+        slots = [RelayEngine(s.large, s.small, profile or s.profile, config) for s in self.slots]
+        other = ConcurrentEngine(slots, self.scheduler, self.queue_timeout)
+        other._owns_scheduler = False
+        return other
+
     def close(self) -> None:
         self._workers.shutdown(wait=False)
-        if self.scheduler is not None:
+        if self.scheduler is not None and self._owns_scheduler:
             self.scheduler.close()
         if self._on_close is not None:
             self._on_close()

@@ -13,7 +13,6 @@ the relay would mean nothing. Per-request relay statistics go to a JSONL file be
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import sys
@@ -21,7 +20,6 @@ import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +31,9 @@ from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError, ContextWindowError, RelayGenError
 from ..backends.scoring import require_scoring
+from .lm_eval_stats import large_share, request_record, stats_path_beside_output, summarise, write_stats
 from .model_args import parse_model_args
+
 
 def _batch_size(batch_size: Any, max_batch_size: Any) -> "int | str":
     """lm-eval's ``--batch_size``: a positive integer or ``auto`` (its ``auto:N`` re-probing means nothing
@@ -127,7 +127,7 @@ class RelayGenLM(LM):
         self.progress = progress
         self.records: list[dict] = []
         self._seen: Counter = Counter()
-        self._stats_file = Path(stats_path) if stats_path else _stats_path_beside_output(pretrained)
+        self._stats_file = Path(stats_path) if stats_path else stats_path_beside_output(pretrained)
         if engine is None:
             from ..loader import build, build_concurrent
             from ..options import RelaySpec
@@ -196,12 +196,12 @@ class RelayGenLM(LM):
                         f.cancel()
                     raise
                 results.append(result)
-                self._record(req, result)
+                self.records.append(request_record(req, result))
                 self.cache_hook.add_partial("generate_until", tuple(req.args), result.text)
                 bar.update(1)
-                bar.set_postfix_str(f"large {_share(self.records):.0%} of tokens")
+                bar.set_postfix_str(f"large {large_share(self.records):.0%} of tokens")
         bar.close()
-        self._write_stats()
+        write_stats(self._stats_file, self.records)
         return [r.text for r in results]
 
     @_one_line_errors
@@ -317,61 +317,9 @@ class RelayGenLM(LM):
             ctx = ctx[len(ctx) + len(cont) - limit:]
         return ctx, cont
 
-    def _record(self, req, result: RelayResult) -> None:
-        s = result.stats
-        self.records.append({
-            "task": req.task_name, "doc_id": req.doc_id, "prompt_tokens": (s.large.prompt_tokens or s.small.prompt_tokens),
-            "generated_tokens": s.generated_tokens, "large_tokens": s.large.generated_tokens,
-            "small_tokens": s.small.generated_tokens, "large_share": round(s.large_share, 4),
-            "switches": s.switches, **s.check_counts(), "seconds": round(s.wall_seconds, 3),
-            "finish_reason": s.finish_reason,
-            "cues_fired": s.cues_fired,
-        })
-
-    def _write_stats(self) -> None:
-        if self._stats_file is None or not self.records:
-            return
-        self._stats_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._stats_file, "w", encoding="utf-8") as f:
-            for r in self.records:
-                f.write(json.dumps(r) + "\n")
-        for task, row in summarise(self.records).items():
-            print(f"relaygen {task}: {row['requests']} requests, large model wrote {row['large_share']:.1%} of "
-                  f"{row['generated_tokens']} tokens, {row['switches_per_request']:.1f} switches per request, "
-                  f"{row['tokens_per_second']:.1f} tok/s", file=sys.stderr)
-        print(f"relaygen: per-request statistics in {self._stats_file}", file=sys.stderr)
-
-
 def _context_key(context: "str | list[dict]") -> str:
     """A request context as one string, for seeds and ordering (messages as canonical JSON)."""
     return context if isinstance(context, str) else json.dumps(list(context), sort_keys=True, ensure_ascii=False)
-
-
-def summarise(records: list[dict]) -> dict[str, dict]:
-    """Per task (and ``all``): requests, tokens by each model, share of the large model (token-weighted),
-    switches per request, time, throughput and finish reasons."""
-    groups: dict[str, list[dict]] = {}
-    for r in records:
-        groups.setdefault(str(r["task"]), []).append(r)
-    if len(groups) > 1:
-        groups["all"] = records
-    out = {}
-    for task, rows in groups.items():
-        tokens = sum(r["generated_tokens"] for r in rows)
-        seconds = sum(r["seconds"] for r in rows)
-        out[task] = {
-            "requests": len(rows), "generated_tokens": tokens,
-            "large_tokens": sum(r["large_tokens"] for r in rows), "small_tokens": sum(r["small_tokens"] for r in rows),
-            "large_share": _share(rows), "switches_per_request": sum(r["switches"] for r in rows) / len(rows),
-            "seconds": round(seconds, 3), "tokens_per_second": tokens / seconds if seconds else 0.0,
-            "finish_reasons": dict(Counter(r["finish_reason"] for r in rows)),
-        }
-    return out
-
-
-def _share(rows: list[dict]) -> float:
-    tokens = sum(r["generated_tokens"] for r in rows)
-    return sum(r["large_tokens"] for r in rows) / tokens if tokens else 0.0
 
 
 def _apply_device(spec, device: str | None):
@@ -397,27 +345,6 @@ def _apply_device(spec, device: str | None):
                   file=sys.stderr)
         options["device"] = device if available else "auto"
     return replace(spec, backend_options=options)
-
-
-def _stats_path_beside_output(pretrained: str | None) -> Path | None:
-    """When lm_eval runs with --output_path: the folder where lm-eval writes the results file (named
-    after ``pretrained``, as lm-eval names it; the output path itself when there is no name), else None."""
-    parser = argparse.ArgumentParser(add_help=False)
-    parser.add_argument("--output_path", "-o", default=None)
-    try:
-        known, _ = parser.parse_known_args(sys.argv[1:])
-    except SystemExit:  # pragma: no cover - malformed argv: lm-eval reports it
-        return None
-    if not known.output_path:
-        return None
-    out = Path(known.output_path)
-    if out.suffix == ".json":
-        folder = out.parent
-    else:
-        from lm_eval.utils import sanitize_model_name
-
-        folder = out / sanitize_model_name(pretrained) if pretrained else out
-    return folder / f"relaygen_requests_{datetime.now().strftime('%Y-%m-%dT%H-%M-%S')}.jsonl"
 
 
 def register() -> None:

@@ -227,7 +227,7 @@ def test_importing_the_provider_makes_no_network_connection():
 def test_proxy_serves_the_documented_config_over_http(smollm2_path, tmp_path):
     pytest.importorskip("fastapi", reason="the LiteLLM proxy needs litellm[proxy]")
     openai = pytest.importorskip("openai")
-    from relaygen_integrations.testing import free_port
+    from relaygen_integrations.testing import free_port, wait_until_serving
 
     readme = (REPO / "README.md").read_text()
     config = re.search(r"<!-- litellm-proxy-config -->\s*```yaml\n(.*?)```", readme, re.S).group(1)
@@ -240,14 +240,7 @@ def test_proxy_serves_the_documented_config_over_http(smollm2_path, tmp_path):
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}", api_key=key, max_retries=0)
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                assert server.poll() is None and time.monotonic() < deadline, "the proxy did not start"
-                time.sleep(0.5)
+        wait_until_serving(client, server, "the LiteLLM proxy", timeout=120)
         r = client.chat.completions.create(model="relaygen", messages=ask("Say hello."), temperature=0, max_tokens=24)
         assert r.choices[0].message.content and r.usage.completion_tokens <= 24
         assert r.model_dump()["usage"]["relay"]["large_tokens"] > 0

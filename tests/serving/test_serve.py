@@ -14,7 +14,7 @@ pytest.importorskip("fastapi", reason="relaygen serve runs the LiteLLM proxy: li
 openai = pytest.importorskip("openai")
 
 from busy_cues import ANY_LETTER_FILE  # noqa: E402
-from relaygen_integrations.testing import free_port  # noqa: E402
+from relaygen_integrations.testing import free_port, wait_until_serving  # noqa: E402
 from tiny_gguf import write_tiny_gguf  # noqa: E402
 
 RELAYGEN = Path(sys.executable).parent / "relaygen"
@@ -31,15 +31,7 @@ def served(*args: str, key: str | None = KEY):
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key or "none", max_retries=0, timeout=60)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                client.models.list()
-                break
-            except openai.APIConnectionError:
-                assert proc.poll() is None, f"relaygen serve exited: {proc.stderr.read()[-3000:]}"
-                assert time.monotonic() < deadline, "relaygen serve did not start"
-                time.sleep(0.5)
+        wait_until_serving(client, proc, "relaygen serve")
         yield client, port
     finally:
         proc.terminate()
