@@ -32,8 +32,9 @@ def timed(shared: SharedContext, jobs: list[Job]) -> float:
     return time.perf_counter() - t0
 
 
-def measure(base: LlamaCppBackend, kv_unified: bool, sizes: list[int], context: int, repeats: int, threads: int):
-    shared = SharedContext(base, max(sizes), n_ctx=context + 64, n_threads=threads, kv_unified=kv_unified)
+def measure(base: LlamaCppBackend, kv_unified: bool, sizes: list[int], context: int, repeats: int, threads: int,
+            n_ctx: int):
+    shared = SharedContext(base, max(sizes), n_ctx=n_ctx, n_threads=threads, kv_unified=kv_unified)
     prefix = base.tokenize(TEXT.encode())[:context]
     for seq in range(max(sizes)):
         shared.run([Job(shared, seq, 0, prefix)])
@@ -57,16 +58,20 @@ def main() -> None:
     ap.add_argument("--context", type=int, default=256, help="tokens each sequence holds first")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-ctx", type=int, default=None, help="cache cells per sequence (default: context + 64)")
+    ap.add_argument("--layouts", nargs="+", choices=["per-sequence", "unified"], default=["per-sequence", "unified"])
     args = ap.parse_args()
     registry = Registry.load()
     path = fetch(registry.model(args.model)) if args.model in registry.models else Path(args.model)
     base = LlamaCppBackend(path, n_ctx=512, n_threads=args.threads, chat_format="raw")
-    print(f"{path.name}, {args.threads} threads, {args.context} tokens of context per sequence, "
+    print(f"{path.name}, {args.threads} threads, {args.context} tokens of context per sequence "
+          f"(of {args.n_ctx or args.context + 64} cells), "
           f"median of {args.repeats}, milliseconds per call\n")
     print("| KV cache | k | k sequences x 1 token | 1 sequence x k tokens | k sequences: throughput bound |")
     print("|---|---|---|---|---|")
-    for unified in (False, True):
-        ms = measure(base, unified, args.sizes, args.context, args.repeats, args.threads)
+    for layout in args.layouts:
+        unified = layout == "unified"
+        ms = measure(base, unified, args.sizes, args.context, args.repeats, args.threads, args.n_ctx or args.context + 64)
         for k in args.sizes:
             bound = k * ms["sequences", 1] / ms["sequences", k]
             print(f"| {'unified' if unified else 'per sequence'} | {k} | {ms['sequences', k]:.1f} | "

@@ -99,10 +99,12 @@ def cmd_generate(args) -> int:
 def cmd_serve(args) -> int:
     from .cli_options import spec_mapping
     from .integrations.serve import serve
+    from .options import RelaySpec
 
     options = {k: v for k, v in spec_mapping(args).items() if v is not None and k != "pair"}
     max_batch = args.max_batch if args.max_batch is not None else 1 if args.backend == "hf" else 4
     options.update(progress=False, max_batch=max_batch, queue_timeout=args.queue_timeout)
+    RelaySpec.from_mapping({"pair": args.pair, **options}, spelled=flag)  # a mistake named as the user wrote it
     key = args.key if args.key is not None else os.environ.get("RELAYGEN_SERVE_KEY")
     return serve(args.pair, options, host=args.host, port=args.port, key=key, model_name=args.model_name)
 

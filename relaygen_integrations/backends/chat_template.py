@@ -4,6 +4,7 @@ text on the server's completion endpoint."""
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,11 @@ class ChatTemplate:
             raise ConfigError(f"the chat template rejected these messages: {exc}") from exc
 
 
-def _gguf_template(path: Path) -> ChatTemplate:
-    """The template and BOS/EOS pieces from GGUF metadata (memory-mapped: reads no weights)."""
+@functools.lru_cache(maxsize=16)
+def _gguf_template(path: Path, mtime_ns: int, size: int) -> ChatTemplate:
+    """The template and BOS/EOS pieces from GGUF metadata (memory-mapped: reads no weights, but parsing a
+    large model's metadata takes seconds, so each file version is parsed once: a concurrent engine over
+    servers makes a backend per slot)."""
     from gguf import GGUFReader
 
     fields = GGUFReader(str(path)).fields
@@ -77,7 +81,8 @@ def load_chat_template(source: str | Path) -> ChatTemplate:
         return ChatTemplate(source)
     path = Path(source).expanduser()
     if path.suffix == ".gguf" and path.is_file():
-        return _gguf_template(path)
+        st = path.stat()
+        return _gguf_template(path.resolve(), st.st_mtime_ns, st.st_size)
     if path.is_dir() or path.name.endswith(".json"):
         if not (path / "tokenizer_config.json" if path.is_dir() else path).is_file():
             raise ConfigError(f"no tokenizer_config.json at {path}")

@@ -163,3 +163,31 @@ def test_a_checked_relay_over_servers_is_one_clear_error(smollm2_path, smollm2_s
         RelayEngine(large, small, ANY_LETTER, RelayConfig(check="tau=0.01"))
     with pytest.raises(ConfigError, match="handback=0.4 needs the small model's own distribution"):
         RelayEngine(large, small, ANY_LETTER, RelayConfig(handback=0.4))
+
+
+def test_concurrent_relays_over_two_servers_all_finish(smollm2_servers):
+    """Regression: llama_cpp.server by default cut a running stream short whenever another request came, the
+    cut relay reopened its stream and cut the other one, and two relays made almost no progress (the
+    load test's level of 2 clients). The testing helper starts the servers queueing instead."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relaygen_integrations.loader import load_concurrent
+
+    large, small = smollm2_servers
+    engine = load_concurrent("smollm2-135m-self", backend="openai", large_url=large, small_url=small, max_batch=3,
+                             profile=str(ANY_LETTER_FILE), min_large_tokens=2)  # every letter a cue: hand-offs
+    try:
+        params = SamplingParams(temperature=0, max_tokens=24)
+        with ThreadPoolExecutor(3) as pool:
+            futures = [pool.submit(engine.generate, q, params) for q in ("Name a color.", "Why rain?", "Say hi.")]
+            results = [f.result(timeout=600) for f in futures]  # a livelock fails here instead of hanging
+        for r in results:
+            assert r.stats.finish_reason in ("stop", "length") and r.stats.generated_tokens <= 24
+    finally:
+        engine.close()
+
+
+def test_a_gguf_chat_template_is_parsed_once_per_file(smollm2_path):
+    from relaygen_integrations.backends.chat_template import load_chat_template
+
+    assert load_chat_template(smollm2_path) is load_chat_template(str(smollm2_path))  # one parse for all slots

@@ -107,6 +107,9 @@ def test_serve_refuses_mistakes_before_it_starts():
                           (["--max-batch", "0"], "max_batch must be an integer in 1..256"),
                           (["--key", " "], "the API key is empty"),
                           (["--backend", "hf", "--max-batch", "2"], "the hf backend serves one at a time"),
-                          (["--check", "bogus"], "check")):
+                          (["--check", "bogus"], "check"),
+                          # regression: named n_threads (the handler's spelling), not the flag the user wrote
+                          (["--backend", "openai", "--large-url", "http://127.0.0.1:9/v1", "--small-url",
+                            "http://127.0.0.1:9/v1", "--threads", "2"], "--threads: not an option of the openai")):
         p = subprocess.run([str(RELAYGEN), "serve", *args], capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
