@@ -110,8 +110,9 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
     costs = results.unit_costs()
     if costs:
         md += ["", "### Cost model: predicted vs measured",
-               f"Unit costs measured at the start of each invocation ({len(results.costs)}x; medians), one call = "
-               "evaluate n tokens, read the logits, choose a token:", "",
+               f"Unit costs measured at the start of each invocation ({len(results.costs)}x; medians shown; each answer "
+               "is priced with its own invocation's costs, since a resumed run may land on another host or load), "
+               "one call = evaluate n tokens, read the logits, choose a token:", "",
                "| model | decode (n=1) ms | n=5 ms | n=16 ms | n=64 ms | n=256 ms | prefill ms/token (n=256) "
                "| verify 4 drafted tokens ms | verify 8 ms |", "|---|---|---|---|---|---|---|---|---|"]
         for role in ("large", "small"):
@@ -140,7 +141,7 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
         relay_like = [m for m in results.methods if m != "large" and m != "small"]
         if relay_like:
             shown = ["large", *relay_like]
-            parts = {m: time_breakdown([x for x in results.samples if x["method"] == m], costs) for m in shown}
+            parts = {m: time_breakdown([x for x in results.samples if x["method"] == m], results.costs_of) for m in shown}
             cats = [c for c in _CATEGORIES if any(p.get(c) for p in parts.values())]
             md += ["", "Where the time went (cost model, seconds over all answers; a model's first call is its prompt, "
                    "for the relaying small model together with the large model's text so far):", "",

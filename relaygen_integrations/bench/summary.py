@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -18,14 +19,23 @@ from .runner import read_records
 Z95 = 1.959963984540054
 
 
+Pricing = Callable[[dict], dict[str, UnitCosts]]  # an answer -> the unit costs to price its calls with
+
+
 @dataclass
 class Results:
-    """One results file: its settings, machine, unit costs and samples."""
+    """One results file: its settings, machine, unit costs and samples. ``invocation_of`` maps a sample
+    (by ``id``) to the index in ``costs`` of the measurement taken at the start of the invocation that
+    wrote it, absent when that invocation measured none: a resumed run may land on another host or load."""
 
     path: Path
     runs: list[dict]
     costs: list[dict]
     samples: list[dict]
+    invocation_of: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self._parsed = [_unit_costs([c]) for c in self.costs]
 
     @property
     def settings(self) -> dict:
@@ -39,18 +49,25 @@ class Results:
 
     def unit_costs(self) -> dict[str, UnitCosts] | None:
         """Per model, the median over all measurements (one per invocation) of each call size."""
-        if not self.costs:
-            return None
-        out = {}
-        for role in ("large", "small"):
-            first = self.costs[0][role]
+        return _unit_costs(self.costs) if self.costs else None
 
-            def median(key: str) -> list[float]:
-                return [statistics.median(c[role][key][i] for c in self.costs) for i in range(len(first[key]))]
+    def costs_of(self, record: dict) -> dict[str, UnitCosts]:
+        """The unit costs of the invocation that wrote this answer (all invocations' medians if it measured none)."""
+        i = self.invocation_of.get(id(record))
+        return self._parsed[i] if i is not None else self.unit_costs()
 
-            out[role] = UnitCosts(first["sizes"], median("seconds"), first["row_sizes"], median("row_seconds"))
-        out["draft"] = out["small"]  # the draft model is the pair's small model (same file, same costs)
-        return out
+
+def _unit_costs(measurements: list[dict]) -> dict[str, UnitCosts]:
+    out = {}
+    for role in ("large", "small"):
+        first = measurements[0][role]
+
+        def median(key: str) -> list[float]:
+            return [statistics.median(c[role][key][i] for c in measurements) for i in range(len(first[key]))]
+
+        out[role] = UnitCosts(first["sizes"], median("seconds"), first["row_sizes"], median("row_seconds"))
+    out["draft"] = out["small"]  # the draft model is the pair's small model (same file, same costs)
+    return out
 
 
 def load_results(path: Path) -> Results:
@@ -60,10 +77,20 @@ def load_results(path: Path) -> Results:
     runs = [r for r in records if r.get("type") == "run"]
     if not runs:
         raise ConfigError(f"{path} holds no benchmark run (is it a `relaygen bench run` results file?)")
-    samples = [r for r in records if r.get("type") == "sample"]
+    samples, costs, invocation_of, current = [], [], {}, None
+    for r in records:
+        if r.get("type") == "run":
+            current = None  # a new invocation: its costs line, if any, follows
+        elif r.get("type") == "costs":
+            current = len(costs)
+            costs.append(r)
+        elif r.get("type") == "sample":
+            samples.append(r)
+            if current is not None:
+                invocation_of[id(r)] = current
     if not samples:
         raise ConfigError(f"{path} holds no answers yet")
-    return Results(path, runs, [r for r in records if r.get("type") == "costs"], samples)
+    return Results(path, runs, costs, samples, invocation_of)
 
 
 def wilson(successes: int, n: int) -> tuple[float, float]:
@@ -130,10 +157,10 @@ def summarise(results: Results) -> list[MethodSummary]:
     if "large" not in by:
         raise ConfigError(f"{results.path}: no large-only answers, so no reference for speedups")
     costs = results.unit_costs()
-    priced = {}  # the cost model's three pricings of the same calls
+    priced: dict[str, Pricing | None] = {}  # the cost model's three pricings of the same calls
     if costs:
-        priced = {"predicted_speedup": costs, "anchored_speedup": anchored_costs(results, costs),
-                  "memory_bound_speedup": {role: memory_bound(c) for role, c in costs.items()}}
+        priced = {"predicted_speedup": results.costs_of, "anchored_speedup": anchored_pricing(results),
+                  "memory_bound_speedup": lambda r: {role: memory_bound(c) for role, c in results.costs_of(r).items()}}
     out = []
     for m, rs in by.items():
         recs = list(rs.values())
@@ -179,31 +206,31 @@ def summarise(results: Results) -> list[MethodSummary]:
                 if prices:
                     setattr(s, name, _predicted_ratio(large_recs, these, prices))
         if costs:
-            s.predicted_model_s = sum(predict_seconds(r, costs) for r in recs)
+            s.predicted_model_s = sum(predict_seconds(r, results.costs_of(r)) for r in recs)
             s.measured_model_s = sum(r["models"]["large"]["seconds"] + r["models"]["small"]["seconds"] for r in recs)
         out.append(s)
     return out
 
 
-def anchored_costs(results: Results, costs: dict[str, UnitCosts]) -> dict[str, UnitCosts] | None:
-    """The measured unit costs, each model's scaled by one factor so that the cost model reproduces the
+def anchored_pricing(results: Results) -> Pricing | None:
+    """Each answer's unit costs, each model's scaled by one factor so that the cost model reproduces the
     time that model spent in its one-model baseline (large-only, small-only) of this very run. The
     quick measurement gives the shape (a batch against a decode step, one model against the other);
     the baselines give the level, which drifts with the load of a shared machine."""
-    scaled = {}
+    factor = {}
     for role in ("large", "small"):
         recs = [r for r in results.samples if r["method"] == role]
         if not recs:
             return None
-        predicted = sum(costs[role].predict(r["calls"][role], r["row_calls"].get(role)) for r in recs)
-        measured = sum(r["models"][role]["seconds"] for r in recs)
-        scaled[role] = costs[role].scaled(measured / predicted)
-    scaled["draft"] = scaled["small"]
-    return scaled
+        predicted = sum(results.costs_of(r)[role].predict(r["calls"][role], r["row_calls"].get(role)) for r in recs)
+        factor[role] = sum(r["models"][role]["seconds"] for r in recs) / predicted
+    factor["draft"] = factor["small"]
+    return lambda r: {role: c.scaled(factor[role]) for role, c in results.costs_of(r).items()}
 
 
-def _predicted_ratio(reference: list[dict], records: list[dict], costs: dict[str, UnitCosts]) -> float:
-    return sum(predict_seconds(r, costs) for r in reference) / sum(predict_seconds(r, costs) for r in records)
+def _predicted_ratio(reference: list[dict], records: list[dict], price: Pricing) -> float:
+    return (sum(predict_seconds(r, price(r)) for r in reference)
+            / sum(predict_seconds(r, price(r)) for r in records))
 
 
 def predict_seconds(record: dict, costs: dict[str, UnitCosts]) -> float:
@@ -236,12 +263,13 @@ def answer_stage(results: Results) -> AnswerStage | None:
                         for s, a in finished if not a["agree"]], unfinished=len(rows) - len(finished))
 
 
-def time_breakdown(records: list[dict], costs: dict[str, UnitCosts]) -> dict[str, float]:
+def time_breakdown(records: list[dict], price: Pricing) -> dict[str, float]:
     """Where the cost model says the time went, summed over answers: each model's first call (its
     prompt; for a relaying small model also the large model's text so far), its one-token decode
     steps, its speculative verification batches, and its other batched calls (hand-off catch-ups)."""
     out: dict[str, float] = {}
     for r in records:
+        costs = price(r)
         for role, calls in r["calls"].items():
             calls = {int(k): int(v) for k, v in calls.items()}
             for size, count in r["row_calls"].get(role, {}).items():  # verification batches

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -272,6 +273,26 @@ def test_report_command_covers_every_invocation_of_a_resumed_run(tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
     command = _command(load_results(path))
     assert "--methods large,relay --limit 2 --max-tokens 64" in command
+
+
+def _costs(decode):
+    one = {"sizes": [1, 4], "seconds": [decode, 4 * decode], "row_sizes": [1, 4], "row_seconds": [decode, 4 * decode]}
+    return {"type": "costs", "large": one, "small": one}
+
+
+def test_each_answer_is_priced_with_its_own_invocations_costs(tmp_path):
+    # regression: a run resumed on a host 3x faster was priced with the median of all invocations' costs
+    run = {"type": "run", "settings": {"methods": "large,relay", "dataset": "gsm8k"}, "machine": {}}
+    recs = [run, _costs(0.03), _sample("large", "1", 0.3, True), _sample("relay", "1", 0.3, True),
+            run, _costs(0.01), _sample("large", "2", 0.1, True), _sample("relay", "2", 0.1, True),
+            run, _costs(0.01), _sample("large", "3", 0.1, True), _sample("relay", "3", 0.1, True)]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    results = load_results(path)
+    large = next(r for r in summarise(results) if r.method == "large")
+    assert large.predicted_model_s == pytest.approx(10 * 0.03 + 2 * 10 * 0.01)  # medians would give 0.3
+    subset = replace(results, samples=[s for s in results.samples if s["id"] != "3"])  # as the frontier does
+    assert next(r for r in summarise(subset) if r.method == "large").predicted_model_s == pytest.approx(0.4)
 
 
 def test_unit_costs_price_calls_by_size():
