@@ -79,8 +79,6 @@ def _print_stats(console, result, engine) -> None:
         console.print(f"check {engine.check_policy}: {st.sentences_checked} sentences checked · {st.sentences_cut} cut · "
                       f"{st.small_tokens_discarded} small tokens thrown away · {st.cut_tokens} written by the large "
                       "model at cuts")
-    if st.handbacks:
-        console.print(f"early hand-back below {engine.handback:g}: the small model handed back {st.handbacks} times")
 
 
 def cmd_generate(args) -> int:

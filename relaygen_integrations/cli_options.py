@@ -48,13 +48,11 @@ def add_relay_options(p: argparse.ArgumentParser) -> None:
                    help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
     r.add_argument("--min-large-tokens", type=int, default=5, help="large-model tokens before a cue may fire")
     r.add_argument("--reasoning-end", help="reasoning-end marker (default: the model's, from the registry)")
-    r.add_argument("--check", default="off", metavar="POLICY",
+    r.add_argument("--check", default="auto", metavar="POLICY",
                    help="checked relay: the large model vets each small-model sentence and cuts it at the first token "
-                        "it rejects: off (default), exact (output as the large model's alone), or tau=P (cut below "
+                        "it rejects: auto (default: the cue profile's default policy where the pair can check, "
+                        "else off), off, exact (output as the large model's alone), or tau=P (cut below "
                         "probability P, e.g. tau=0.01); llamacpp and hf backends")
-    r.add_argument("--handback", type=float, default=0.0, metavar="ALPHA",
-                   help="experimental early hand-back: the small model returns control before a token whose own top "
-                        "probability is below ALPHA (default: 0, off); in-process small model")
     r.add_argument("--answer-reserve", type=int, default=0,
                    help="tokens kept for the answer stage if reasoning exhausts the budget (default: 0)")
 
@@ -106,8 +104,8 @@ def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:
         "draft_max": getattr(args, "draft_max", 8), "draft_model": getattr(args, "draft_model", None),
         "mode": mode or args.mode, "min_large_tokens": getattr(args, "min_large_tokens", 5),
         "answer_model": getattr(args, "answer_model", "small"), "reasoning_end": getattr(args, "reasoning_end", None),
-        "answer_reserve_tokens": getattr(args, "answer_reserve", 0), "check": getattr(args, "check", "off"),
-        "handback": getattr(args, "handback", 0.0), **backend_options(args)}
+        "answer_reserve_tokens": getattr(args, "answer_reserve", 0), "check": getattr(args, "check", "auto"),
+        **backend_options(args)}
 
 
 # backend options as the CLI spells them; each backend's constructor says which of them it takes

@@ -20,7 +20,7 @@ class ScriptedBackend(LocalBackend):
     name = "scripted"
 
     def __init__(self, pieces: Sequence[str | bytes], eos_at: Sequence[int] = (), extra_vocab: Sequence[bytes] = (),
-                 n_ctx: int = 4096, template: str = "chatml", unsure_at: Sequence[int] = ()):
+                 n_ctx: int = 4096, template: str = "chatml"):
         super().__init__()
         self.pieces = [p.encode() if isinstance(p, str) else p for p in pieces]
         self.script = b"".join(self.pieces)
@@ -29,7 +29,6 @@ class ScriptedBackend(LocalBackend):
             self.offsets.setdefault(at, piece)
             at += len(piece)
         self.eos_at = set(eos_at)  # output byte offsets where this model ends generation instead
-        self.unsure_at = set(unsure_at)  # output byte offsets where its next piece is only barely the likeliest
         vocab = [bytes([b]) for b in range(256)] + [SEP] + list(dict.fromkeys(self.pieces)) + list(extra_vocab)
         self.vocab = list(dict.fromkeys(vocab)) + [b"<eos>"]
         self.ids = {v: i for i, v in enumerate(self.vocab)}
@@ -86,7 +85,7 @@ class ScriptedBackend(LocalBackend):
         if len(done) in self.eos_at or len(done) >= len(self.script):
             logits[self.eos] = 10.0
         elif len(done) in self.offsets:
-            logits[self.ids[self.offsets[len(done)]]] = 1.0 if len(done) in self.unsure_at else 10.0
+            logits[self.ids[self.offsets[len(done)]]] = 10.0
         else:  # output ends inside a piece: finish it byte by byte
             logits[self.ids[self.script[len(done):len(done) + 1]]] = 10.0
         return logits

@@ -74,25 +74,33 @@ def test_every_entry_point_takes_the_check_and_refuses_nonsense(smollm2_path, tm
 
     engine = load_pair("smollm2-135m-self", check="tau=0.05", n_ctx=512, n_threads=2)
     assert str(engine.check_policy) == "tau=0.05"
-    with pytest.raises(ConfigError, match="check must be off, exact"):
+    with pytest.raises(ConfigError, match="check must be auto, off, exact"):
         load_pair("smollm2-135m-self", check="always", n_ctx=512, n_threads=2)
     cli = [sys.executable, "-m", "relaygen_integrations.cli", "generate", "Say hi.", "--pair", "smollm2-135m-self",
            "--n-ctx", "512", "--threads", "2", "--max-tokens", "16", "--temperature", "0"]
-    ok = subprocess.run(cli + ["--check", "exact", "--handback", "0.3", "--json"], capture_output=True, text=True,
+    ok = subprocess.run(cli + ["--check", "exact", "--json"], capture_output=True, text=True,
                         timeout=300)
     assert ok.returncode == 0, ok.stderr
     stats = json.loads(ok.stdout)["stats"]
-    assert {"sentences_checked", "sentences_cut", "small_tokens_discarded", "cut_tokens", "handbacks"} <= set(stats)
+    assert {"sentences_checked", "sentences_cut", "small_tokens_discarded", "cut_tokens"} <= set(stats)
+    assert stats["check"] == "exact"
+    # no --check: "auto", the profile's own default policy (this profile names exact)
+    profile = tmp_path / "checked-profile.json"
+    profile.write_text(json.dumps({"cues": ["the"], "check": {"tau": 0.2, "default": "exact"}}))
+    auto = subprocess.run(cli + ["--profile", str(profile), "--json"], capture_output=True, text=True, timeout=300)
+    assert auto.returncode == 0, auto.stderr
+    assert json.loads(auto.stdout)["stats"]["check"] == "exact"
+    assert str(load_pair("smollm2-135m-self", profile=str(profile), n_ctx=512, n_threads=2).check_policy) == "exact"
+    assert str(load_pair("smollm2-135m-self", profile=str(profile), check="off", n_ctx=512,
+                         n_threads=2).check_policy) == "off"
     bad = subprocess.run(cli + ["--check", "tau=2"], capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "tau must be a probability in (0, 1)" in bad.stderr and "Traceback" not in bad.stderr
-    bad = subprocess.run(cli + ["--handback", "2"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "handback must be a probability in [0, 1)" in bad.stderr
     pytest.importorskip("lm_eval")
     from relaygen_integrations.integrations.lm_eval import RelayGenLM
 
-    lm = RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=exact,handback=0.3,n_ctx=512,"
+    lm = RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=exact,n_ctx=512,"
                                            "n_threads=2,progress=False")
-    assert lm.engine.check_policy.kind == "exact" and lm.engine.handback == 0.3
+    assert lm.engine.check_policy.kind == "exact"
     with pytest.raises(ConfigError, match="check must be"):
         RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=maybe,n_ctx=512,n_threads=2")
     pytest.importorskip("litellm")

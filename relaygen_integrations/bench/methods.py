@@ -10,8 +10,6 @@
     RELAY+check      checked relay (core/check.py) at the pair's calibrated threshold (its profile's check.tau)
     RELAY+tau=P      checked relay at threshold P, e.g. relay+tau=0.01 (for sweeps)
     RELAY+exact      checked relay, sample-and-match: the large model's own output
-    RELAY+handback=A early hand-back (experimental): the small model returns control before a token whose own
-                     top probability is below A; combines with a check, e.g. relay+tau=0.01+handback=0.4
 
 ``large+draft`` is speculative decoding alone; ``relay+draft`` composes it with relaying. All methods
 share the two models' backends (one copy of each model in memory); a speculative method's engine wraps
@@ -40,7 +38,6 @@ class Method:
     profile: str | None = None  # None: the pair's own profile
     speculative: str = "off"  # off | draft | lookup
     check: str = "off"  # off | check (the pair's calibrated tau) | exact | tau=P
-    handback: float = 0.0  # the small model's early hand-back threshold (0: off)
 
 
 def parse_methods(spec: str, need_large: bool = True) -> list[Method]:
@@ -50,13 +47,12 @@ def parse_methods(spec: str, need_large: bool = True) -> list[Method]:
     for name in (s.strip() for s in spec.split(",")):
         if not name:
             continue
-        base, *extras = name.split("+")
-        handback = [e for e in extras if e.startswith("handback=")]
-        spec_mode = "+".join(e for e in extras if not e.startswith("handback="))
+        base, _, spec_mode = name.partition("+")
+        if "+" in spec_mode:
+            raise ConfigError(f"method {name!r}: one '+' option at most (draft, lookup, check, exact or tau=P)")
         checking = spec_mode in ("check", "exact") or spec_mode.startswith("tau=")
-        if spec_mode and spec_mode not in SPECULATION and not checking or len(handback) > 1:
-            raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact or tau=P (and optionally "
-                              f"+handback=A), not {'+'.join(extras)!r}")
+        if spec_mode and spec_mode not in SPECULATION and not checking:
+            raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact or tau=P, not {spec_mode!r}")
         if spec_mode.startswith("tau="):
             CheckPolicy.parse(spec_mode)  # a bad threshold fails here, before any model loads
         if base in ("large", "small", "relay"):
@@ -76,10 +72,6 @@ def parse_methods(spec: str, need_large: bool = True) -> list[Method]:
             if method.mode != "relay":
                 raise ConfigError(f"method {name!r}: a check vets the small model's sentences in a relay")
             method = replace(method, check=spec_mode)
-        if handback:
-            if method.mode != "relay":
-                raise ConfigError(f"method {name!r}: the small model hands back control in a relay")
-            method = replace(method, handback=_handback(name, handback[0]))
         if name in seen:
             raise ConfigError(f"method {name!r} is listed twice")
         seen.add(name)
@@ -111,20 +103,9 @@ class MethodRunner:
         return self.engines[name]
 
 
-def _handback(name: str, spec: str) -> float:
-    try:
-        alpha = float(spec.partition("=")[2])
-    except ValueError:
-        alpha = -1.0
-    if not 0 < alpha < 1:
-        raise ConfigError(f"method {name!r}: handback=A needs a probability A in (0, 1), not {spec[9:]!r}")
-    return alpha
-
-
 def method_config(method: Method, base_config, pair_profile):
-    """The relay settings that run ``method``: the base engine's, with the method's mode, check and hand-back."""
-    return replace(base_config, mode=method.mode, check=_check_of(method, pair_profile),
-                   handback=method.handback).validated()
+    """The relay settings that run ``method``: the base engine's, with the method's mode and check."""
+    return replace(base_config, mode=method.mode, check=_check_of(method, pair_profile)).validated()
 
 
 def _check_of(method: Method, pair_profile) -> str:

@@ -46,7 +46,7 @@ class CheckPolicy:
         try:
             tau = float(text)
         except (TypeError, ValueError):
-            raise ConfigError(f"check must be off, exact, or a probability threshold like tau=0.01, not {spec!r}") from None
+            raise ConfigError(f"check must be auto, off, exact, or a probability threshold like tau=0.01, not {spec!r}") from None
         return cls("tau", tau).validated()
 
     def validated(self) -> "CheckPolicy":

@@ -16,23 +16,11 @@ import time
 from dataclasses import replace
 
 from .check import check_segment
-from .sampling import Sampler, top_probability
+from .sampling import Sampler
 
 
 class ContextFull(Exception):
     """A model's context window is full: the run ends (finish reason "context")."""
-
-
-class WatchedSampler:
-    """The small model's sampler with an early hand-back on: it remembers how sure the model was of the row
-    it last drew from (the top token's plain softmax probability)."""
-
-    def __init__(self, sampler: Sampler):
-        self.sampler, self.params, self.top = sampler, sampler.params, 1.0
-
-    def __call__(self, logits) -> int:
-        self.top = top_probability(logits)
-        return self.sampler(logits)
 
 
 class CheckedRun:
@@ -46,12 +34,6 @@ class CheckedRun:
         # its output) are those of the large model alone; unchecked, both share one stream as before.
         seed = (self.params.seed * 1_000_003 + 7) % 2**32
         self.small_sampler = Sampler(replace(self.params, seed=seed)) if policy.active else self.sampler
-        if self.e.handback:
-            self.small_sampler = WatchedSampler(self.small_sampler)
-
-    def _unsure(self) -> bool:
-        """The small model's last token was drawn from a row whose top probability is below the hand-back's."""
-        return bool(self.e.handback) and self.small_sampler.top < self.e.handback
 
     def _open_sentence(self) -> None:
         """The small model starts a sentence (or the answer) that the large model will check."""

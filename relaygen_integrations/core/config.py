@@ -25,10 +25,9 @@ class RelayConfig:
     # then depend on the previous request. Off by default: the same request gives the same text.
     reuse_prompt_cache: bool = False
     # Checked relay (core/check.py): "off", "exact", or "tau=P" (a probability threshold); relay mode only.
-    check: str = "off"
-    # Early hand-back (BiLD's fallback rule): the small model returns control before writing a reasoning token
-    # whose own top probability is below this (0: never). Experimental: see evals/results/handback_alpha.md.
-    handback: float = 0.0
+    # "auto": the cue profile's default policy (its check.default; off when it names none), where the pair can
+    # check (large model in process, shared vocabulary, no speculation), otherwise off.
+    check: str = "auto"
 
     def validated(self) -> "RelayConfig":
         if self.mode not in ("relay", "large", "small"):
@@ -43,9 +42,8 @@ class RelayConfig:
             raise ConfigError("reasoning_end must be a non-empty string or None")
         if self.handoff not in ("auto", "ids", "text"):
             raise ConfigError(f"handoff must be auto, ids or text, not {self.handoff!r}")
-        if isinstance(self.handback, bool) or not isinstance(self.handback, (int, float)) or not 0 <= self.handback < 1:
-            raise ConfigError(f"handback must be a probability in [0, 1) (0: off), got {self.handback!r}")
         from .check import CheckPolicy
 
-        CheckPolicy.parse(self.check)
+        if self.check != "auto":
+            CheckPolicy.parse(self.check)
         return self

@@ -44,7 +44,6 @@ class RelayEngine:
         self.config = (config or RelayConfig()).validated()
         self._by_ids = self._check_pair()
         self.check_policy = self._check_policy()
-        self.handback = self._handback()
         self._running = threading.Lock()  # held by the one request whose events are being read
 
     def _check_pair(self) -> bool:
@@ -63,9 +62,12 @@ class RelayEngine:
         """The checked relay's policy (off outside relay mode), once the large model can give its rows."""
         from .backend import RowBackend
 
-        policy = CheckPolicy.parse(self.config.check)
+        auto = self.config.check == "auto"
+        policy = CheckPolicy.parse(self.profile.check_default if auto else self.config.check)
         if not policy.active or self.config.mode != "relay":
             return CheckPolicy()
+        if auto and not (isinstance(self.large, RowBackend) and self._by_ids):
+            return CheckPolicy()  # the profile's default where the pair can check; an explicit policy fails below
         if not isinstance(self.large, RowBackend):
             what = getattr(self.large, "name", type(self.large).__name__)
             raise ConfigError(
@@ -76,18 +78,6 @@ class RelayEngine:
         if not self._by_ids:
             raise ConfigError(f"check={policy} needs the two models to share a vocabulary (hand-off by token id)")
         return policy
-
-    def _handback(self) -> float:
-        """The early hand-back's threshold (0 outside relay mode), once the small model gives its logits."""
-        from ..backends.local import LocalBackend
-
-        if not self.config.handback or self.config.mode != "relay":
-            return 0.0
-        if not isinstance(self.small, LocalBackend):
-            raise ConfigError(f"handback={self.config.handback} needs the small model's own distribution at each "
-                              f"token, which the {getattr(self.small, 'name', 'server')} backend does not give "
-                              "(servers sample on their side): run the small model in process (llamacpp or hf)")
-        return self.config.handback
 
     # --- public API --------------------------------------------------------------------------
     def generate(self, prompt: "str | list[dict]", params: SamplingParams | None = None, *,

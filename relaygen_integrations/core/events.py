@@ -69,11 +69,11 @@ class RelayStats:
     switches: int = 0  # hand-offs large -> small on a cue
     forced_tokens: int = 0  # marker tokens appended by the engine when the budget ran out
     boundary_tokens_discarded: int = 0  # look-ahead tokens sampled to confirm a sentence end, not kept
+    check: str = "off"  # the checked relay's policy this request ran (RelayConfig.check, "auto" resolved)
     sentences_checked: int = 0  # checked relay: small-model sentences the large model vetted ...
     sentences_cut: int = 0  # ... those it cut at a token it rejected ...
     small_tokens_discarded: int = 0  # ... the small-model tokens thrown away at those cuts ...
     cut_tokens: int = 0  # ... and the tokens the large model wrote in their place
-    handbacks: int = 0  # early hand-backs: the small model was unsure of its next token (RelayConfig.handback)
     finish_reason: str = ""  # stop (end of generation), length (budget), stop_string, context
     wall_seconds: float = 0.0
     handoff: str = ""  # "ids" (shared vocabulary) or "text"
@@ -83,11 +83,10 @@ class RelayStats:
     def generated_tokens(self) -> int:
         return self.large.generated_tokens + self.small.generated_tokens
 
-    def check_counts(self) -> dict[str, int]:
-        """The checked relay's counts, as every entry point reports them."""
-        return {"sentences_checked": self.sentences_checked, "sentences_cut": self.sentences_cut,
-                "small_tokens_discarded": self.small_tokens_discarded, "cut_tokens": self.cut_tokens,
-                "handbacks": self.handbacks}
+    def check_counts(self) -> dict[str, "int | str"]:
+        """The checked relay's policy and counts, as every entry point reports them."""
+        return {"check": self.check, "sentences_checked": self.sentences_checked, "sentences_cut": self.sentences_cut,
+                "small_tokens_discarded": self.small_tokens_discarded, "cut_tokens": self.cut_tokens}
 
     @property
     def large_share(self) -> float:

@@ -9,7 +9,7 @@ file with at least ``{"cues": [...]}``, as written by calibration.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -30,6 +30,9 @@ class CueProfile:
     mode: MatchMode = "word"
     source: str = "builtin"
     check_tau: float | None = None  # the checked relay's calibrated threshold (calibration/threshold.py), if any
+    # The check policy ``check="auto"`` (the default) runs for this pair: "off", "exact" or "tau=P". A profile
+    # opts in by hand, with ``"check": {"default": "tau"}`` (its calibrated tau), once a benchmark shows it pays.
+    check_default: str = "off"
 
     def matcher(self) -> CueMatcher:
         return CueMatcher(self.cues, self.mode)
@@ -48,7 +51,7 @@ def load_profile(spec: "str | Path | Iterable[str] | CueProfile | None", mode: M
     else:
         profile = CueProfile("custom", validate_cues(spec), source="list")
     if mode is not None:
-        profile = CueProfile(profile.name, profile.cues, mode, profile.source, profile.check_tau)
+        profile = replace(profile, mode=mode)
     profile.matcher()  # validates cues and mode now, before any model work
     return profile
 
@@ -64,12 +67,26 @@ def _from_file(path: Path) -> CueProfile:
     if not isinstance(data, dict) or "cues" not in data:
         raise ConfigError(f"cue profile {path} must be a JSON object with a 'cues' list")
     try:
-        tau = (data.get("check") or {}).get("tau")
+        check = data.get("check") or {}
+        tau = check.get("tau")
         if tau is not None and not (isinstance(tau, (int, float)) and 0 < tau < 1):
             raise ConfigError(f"check.tau must be a probability in (0, 1), got {tau!r}")
         profile = CueProfile(str(data.get("name", path.stem)), validate_cues(data["cues"]), data.get("matching", "word"),
-                             str(path), tau)
+                             str(path), tau, _default_check(check.get("default", "off"), tau))
         profile.matcher()
     except ConfigError as e:
         raise ConfigError(f"cue profile {path}: {e}") from None
     return profile
+
+
+def _default_check(default, tau: float | None) -> str:
+    """The profile's ``check.default`` as a policy: ``tau`` means its own calibrated threshold."""
+    from .check import CheckPolicy
+
+    if default == "tau":
+        if tau is None:
+            raise ConfigError("check.default is 'tau' but the profile records no calibrated check.tau")
+        return f"tau={tau}"
+    if default == "auto":
+        raise ConfigError("check.default must be off, tau, exact or tau=P, not 'auto'")
+    return str(CheckPolicy.parse(default))

@@ -70,7 +70,7 @@ class _Run(CheckedRun):
         self.e, self.cfg, self.params = engine, engine.config, params
         self.prompt_text = prompt_text
         engine._prompt_ids(prompt_text)  # a bad prompt fails here, when stream() is called
-        self.stats = RelayStats(handoff="ids" if engine._by_ids else "text")
+        self.stats = RelayStats(handoff="ids" if engine._by_ids else "text", check=str(engine.check_policy))
         self.parts: dict[str, _Participant] = {}
         self.sampler = Sampler(params)
         self.pieces: list[_Piece] = []
@@ -269,13 +269,6 @@ class _Run(CheckedRun):
                         continue
                     finish = "stop"
                     break
-                if in_segment and self._unsure():  # BiLD's fallback: the small model hands back before this token
-                    self.stats.handbacks += 1
-                    if self.unchecked is not None:
-                        self._check_segment()
-                    active, large_run, awaiting_boundary = "large", 0, False
-                    yield RelayEvent("switch", "large", self.stage)
-                    continue
                 before = len(self.text)
                 self._append(active, token, data)
                 getattr(self.stats, active).generated_tokens += 1

@@ -84,12 +84,6 @@ def target_logprobs(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray
     return (chosen - top).astype(np.float64) - log_z, chosen >= top
 
 
-def top_probability(logits: np.ndarray) -> float:
-    """The plain softmax probability of the most likely token (float32 differences, float64 sum)."""
-    logits = np.asarray(logits, dtype=np.float32)
-    return float(1.0 / np.exp(logits - logits.max()).sum(dtype=np.float64))
-
-
 class Sampler:
     """Draws tokens for one request: greedy at temperature 0, else temperature + top-k + top-p."""
 

@@ -161,8 +161,11 @@ def test_a_checked_relay_over_servers_is_one_clear_error(smollm2_path, smollm2_s
     large, small = (OpenAIBackend(url, chat_template=smollm2_path) for url in smollm2_servers)
     with pytest.raises(ConfigError, match="OpenAI API returns no per-position probabilities"):
         RelayEngine(large, small, ANY_LETTER, RelayConfig(check="tau=0.01"))
-    with pytest.raises(ConfigError, match="handback=0.4 needs the small model's own distribution"):
-        RelayEngine(large, small, ANY_LETTER, RelayConfig(handback=0.4))
+    # the default, check="auto", runs a profile's default policy only where the pair can check: off here
+    from dataclasses import replace
+
+    profile = replace(ANY_LETTER, check_default="tau=0.01")
+    assert str(RelayEngine(large, small, profile, RelayConfig()).check_policy) == "off"
 
 
 def test_concurrent_relays_over_two_servers_all_finish(smollm2_servers):

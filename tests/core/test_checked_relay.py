@@ -78,7 +78,7 @@ def test_a_large_model_that_cannot_give_rows_is_refused_with_the_reason():
     with pytest.raises(ConfigError, match="share a vocabulary"):
         RelayEngine(ScriptedBackend(LARGE), ScriptedBackend(SMALL, extra_vocab=[b"zz"]), ["Now,"],
                     RelayConfig(check="exact"))
-    with pytest.raises(ConfigError, match="check must be off, exact"):
+    with pytest.raises(ConfigError, match="check must be auto, off, exact"):
         RelayConfig(check="sometimes").validated()
     assert RelayEngine(large, ScriptedBackend(SMALL), ["Now,"], RelayConfig(mode="large", check="exact"))
 
@@ -118,28 +118,49 @@ def test_an_accepted_answer_ends_the_run_where_the_small_model_ended_it():
     assert (r.stats.sentences_checked, r.stats.sentences_cut) == (2, 0)
 
 
-# Early hand-back (BiLD's fallback rule): the small model returns control before a token it is unsure of.
-UNSURE_AT = len("We add. Now, the sum is ")  # where the small model would write its wrong digit
+
+# check="auto" (the default): the cue profile's own default policy, where the pair can check.
+def auto_engine(large=None, check_default="off"):
+    from relaygen_integrations.core.profile import CueProfile
+
+    profile = CueProfile("pair", ("Now,",), check_default=check_default)
+    return RelayEngine(large or ScriptedBackend(LARGE), ScriptedBackend(SMALL), profile,
+                       RelayConfig(min_large_tokens=1))
 
 
-@pytest.mark.parametrize("check", ["off", "exact"])
-def test_an_unsure_small_model_hands_back_before_writing_the_token(check):
-    def run(handback):
-        small = ScriptedBackend(SMALL, unsure_at=[UNSURE_AT])
-        e = RelayEngine(ScriptedBackend(LARGE), small, ["Now,"],
-                        RelayConfig(min_large_tokens=1, check=check, handback=handback))
-        return e, e.generate("q", GREEDY)
-
-    _, sure = run(0.0)
-    assert ("9" in sure.text) == (check == "off") and sure.stats.handbacks == 0
-    e, r = run(0.5)
-    assert r.text == "We add. Now, the sum is 7. Now, we stop." and r.stats.handbacks == 1
-    assert spans(r) == [("large", "We add. Now,"), ("small", " the sum is "), ("large", "7. Now,"),
-                        ("small", " we stop.")]
-    assert r.stats.sentences_cut == 0 and r.stats.small_tokens_discarded == 0  # nothing to cut: it never wrote "9"
-    assert e.small.output_bytes().decode() == r.text and e.large.output_bytes().decode() == r.text
+def test_auto_runs_the_profiles_default_policy_and_says_which():
+    assert RelayConfig().check == "auto"
+    r = auto_engine(check_default="tau=0.01").generate("q", GREEDY)
+    assert r.text == "We add. Now, the sum is 7. Now, we stop." and r.stats.check == "tau=0.01"
+    assert r.stats.sentences_cut == 1
+    off = auto_engine().generate("q", GREEDY)  # a profile that names no default: today's unchecked relay
+    same = {"stats": None, "seed": None}  # stats hold timings; greedy draws a fresh seed per request
+    assert off.to_dict() | same == engine("off").generate("q", GREEDY).to_dict() | same
+    assert off.stats.check == "off" and off.stats.sentences_checked == 0
 
 
-def test_a_handback_out_of_range_is_one_clear_error():
-    with pytest.raises(ConfigError, match=r"handback must be a probability in \[0, 1\)"):
-        RelayConfig(handback=1.5).validated()
+def test_auto_is_off_where_the_pair_cannot_check_and_an_explicit_policy_is_an_error():
+    from relaygen_integrations.speculative import SpeculativeBackend, prompt_lookup
+
+    large = SpeculativeBackend(ScriptedBackend(LARGE), prompt_lookup(3))
+    e = auto_engine(large, check_default="tau=0.01")
+    assert str(e.check_policy) == "off" and e.generate("q", GREEDY).stats.check == "off"
+
+
+def test_a_profiles_default_check_is_read_and_validated(tmp_path):
+    import json
+
+    from relaygen_integrations.core.profile import load_profile
+
+    def profile(check):
+        path = tmp_path / "p.json"
+        path.write_text(json.dumps({"cues": ["Now,"], "check": check}))
+        return load_profile(path)
+
+    assert profile({"tau": 0.25}).check_default == "off"
+    assert profile({"tau": 0.25, "default": "tau"}).check_default == "tau=0.25"
+    assert profile({"default": "exact"}).check_default == "exact"
+    for bad, why in (({"default": "tau"}, "no calibrated check.tau"), ({"default": "auto"}, "not 'auto'"),
+                     ({"tau": 0.25, "default": "often"}, "check must be")):
+        with pytest.raises(ConfigError, match=why):
+            profile(bad)

@@ -45,6 +45,7 @@ def test_completion_and_streaming_give_the_same_text_and_relay_usage(provider):
     assert usage.completion_tokens == usage.relay["large_tokens"] + usage.relay["small_tokens"] <= 48
     assert usage.relay["switches"] > 0 and usage.relay["small_tokens"] > 0  # the relay really ran
     assert usage.relay["sentences_checked"] == usage.relay["sentences_cut"] == 0  # the check's counts, off here
+    assert usage.relay["check"] == "off"  # the policy that ran: this profile names no default
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     engine = provider._engines[ENGINE_KEY]
 
