@@ -109,7 +109,8 @@ def _time_engine(engine: RelayEngine, backend: str, problems, params, console) -
     """Large-only and relay, interleaved per problem so machine noise hits both alike."""
     rows = []
     runs = {mode: RelayEngine(engine.large, engine.small, engine.profile,
-                              RelayConfig(mode=mode, reasoning_end=engine.config.reasoning_end))
+                              RelayConfig(mode=mode, reasoning_end=engine.config.reasoning_end,
+                                          check="off"))  # the unchecked relay, as measured
             for mode in ("large", "relay")}
     for p in problems:
         for mode, run in runs.items():

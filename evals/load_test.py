@@ -40,7 +40,7 @@ def serve(args, max_batch: int, extra: list[str]):
 
     port = free_port()
     cmd = [str(RELAYGEN), "serve", "--pair", args.pair, "--port", str(port), "--max-batch", str(max_batch),
-           "--key", "sk-load-test", *extra] + (["--threads", str(args.threads)] if args.threads and args.backend == "llamacpp"
+           "--key", "sk-load-test", "--check", "off", *extra] + (["--threads", str(args.threads)] if args.threads and args.backend == "llamacpp"
                                               else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})

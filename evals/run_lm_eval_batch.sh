@@ -14,7 +14,7 @@ mkdir -p $OUT
 for bs in ${BATCH_SIZES:-4 1}; do
   t0=$(date +%s.%N)
   .venv/bin/lm_eval --model relaygen \
-    --model_args pretrained=qwen2.5-coder-1.5b+0.5b,mode=relay,n_threads=2 --batch_size $bs \
+    --model_args pretrained=qwen2.5-coder-1.5b+0.5b,mode=relay,check=off,n_threads=2 --batch_size $bs \
     --tasks relaygen_gsm8k_cot --include_path evals/tasks --apply_chat_template \
     --limit 50 --output_path $OUT/bs$bs --log_samples
   t1=$(date +%s.%N)
