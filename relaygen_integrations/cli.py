@@ -177,6 +177,7 @@ def cmd_models(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .calibration.run import calibrate, check_writable
+    from .calibration.threshold import check_quantile_of
     from .math_tasks import data_file
     from .core.sampling import SamplingParams
     from .loader import resolve_pair
@@ -185,6 +186,7 @@ def cmd_calibrate(args) -> int:
 
     out = Path(args.out)
     check_writable(out)  # fail before loading models
+    check_quantile_of(args.check_quantile)
     data_file(args.data)  # a missing file or unknown data set fails before models load
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_tokens=args.max_tokens, seed=args.seed).validated()
@@ -206,11 +208,14 @@ def cmd_calibrate(args) -> int:
                         samples=args.samples, seed=args.seed, params=params, candidates=candidates,
                         mode="substring" if args.substring_cues else "word", threshold=args.threshold,
                         min_occurrences=args.min_occurrences, traces_path=args.traces, models=models,
-                        progress=sys.stderr.isatty())
+                        progress=sys.stderr.isatty(), check_quantile=args.check_quantile)
     cost = profile["cost"]
     print(f"selected {len(profile['cues'])} cues: {', '.join(repr(c) for c in profile['cues'])}")
     print(f"traces: {cost['trace_tokens']} tokens in {cost['trace_seconds']} s of generation; "
           f"scored {cost['scored_tokens']} tokens in {cost['wall_seconds_this_run']['margins']} s")
+    check = profile["check"]
+    print(f"check threshold tau = {check['tau']:.4g} (the {check['quantile']:.1%} quantile)" if check["tau"] is not None
+          else f"no check threshold: {check['why']}")
     print(f"wrote {out} and {out.with_suffix('.png')}")
     return 0
 
@@ -296,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--traces", help="trace store (default: OUT with .traces.jsonl); reused and resumed")
     c.add_argument("--threshold", type=float, default=0.0, help="select cues with delta > this (default: 0)")
     c.add_argument("--min-occurrences", type=int, default=5, help="occurrences a cue needs (default: 5)")
+    c.add_argument("--check-quantile", type=float, default=0.01,
+                   help="the checked relay's tau: this quantile of the large model's probability of its own trace "
+                        "tokens (default: 0.01)")
     add_model_options(c)
     add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
     add_sampling_options(c, max_tokens=512)

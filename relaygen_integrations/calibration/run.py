@@ -19,7 +19,7 @@ from ..registry import sha256_file
 from .margins import teacher_force
 from .plot import plot_cue_table
 from .table import cue_table, select_cues
-from .threshold import DEFAULT_QUANTILE, self_probabilities, threshold_from
+from .threshold import DEFAULT_QUANTILE, check_quantile_of, self_probabilities, threshold_from
 from .traces import generate_traces
 
 def check_writable(path: Path) -> None:
@@ -40,6 +40,7 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     Besides the cues it records the checked relay's default threshold (``check.tau``, calibration/threshold.py)."""
     out = Path(out)
     check_writable(out)
+    check_quantile_of(check_quantile)
     require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
     large = require_scoring(engine.large, "calibration (it teacher-forces the large model over its own traces)")
     data_path = data_file(data)

@@ -29,10 +29,16 @@ def self_probabilities(large: Scoring, prompt_text: str, trace: str) -> np.ndarr
     return np.exp(logprobs)
 
 
+def check_quantile_of(quantile: object) -> float:
+    """The rule's quantile, validated (before any model work)."""
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile < 0.5:
+        raise ConfigError(f"the check threshold's quantile must be in (0, 0.5), got {quantile!r}")
+    return float(quantile)
+
+
 def threshold_from(probabilities: Iterable[np.ndarray], quantile: float = DEFAULT_QUANTILE) -> float:
     """The ``quantile`` of all the traces' self-probabilities, pooled token by token."""
-    if not 0 < quantile < 0.5:
-        raise ConfigError(f"the threshold quantile must be in (0, 0.5), got {quantile!r}")
+    check_quantile_of(quantile)
     pooled = np.concatenate([np.asarray(p, dtype=np.float64) for p in probabilities] or [np.zeros(0)])
     if pooled.size < 1 / quantile:
         raise ConfigError(f"{pooled.size} trace tokens are too few for a {quantile:.1%} quantile")

@@ -157,7 +157,20 @@ def test_bad_calibration_inputs_fail_before_model_work(smol_engine, tmp_path):
         calibrate(smol_engine, data=data, out=tmp_path / "missing-dir" / "p.json", progress=False)
     with pytest.raises(ConfigError, match="data file not found"):
         calibrate(smol_engine, data=tmp_path / "nope.jsonl", out=tmp_path / "p.json", progress=False)
+    with pytest.raises(ConfigError, match=r"quantile must be in \(0, 0.5\), got 0.7"):
+        calibrate(smol_engine, data=data, out=tmp_path / "p.json", progress=False, check_quantile=0.7)
     assert smol_engine.large.tokens == cached
+
+
+def test_a_bad_check_quantile_on_the_command_line_is_one_line_before_models_load(tmp_path):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", "calibrate", "--data", "gsm8k",
+                        "--out", str(tmp_path / "p.json"), "--check-quantile", "0.7"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert p.stderr.strip() == "relaygen: error: the check threshold's quantile must be in (0, 0.5), got 0.7"
 
 
 def test_registry_pair_can_name_a_profile_file_beside_the_registry(smollm2_path, tmp_path, monkeypatch):
