@@ -267,12 +267,15 @@ def accuracy_vs_small_share(all_results: list[Results], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    cmap = plt.get_cmap("tab10")
+    methods = list(dict.fromkeys(m for res in all_results for m in res.methods))  # one colour per method
     for d, res in enumerate(all_results):
         rows = on_common_problems(res)
         for r in rows:
             share = 100 * (1 - r.large_share)
             ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
-                        fmt="osD^v"[d % 5], capsize=3, label=f"{r.method} ({_dataset_name(res)}, n={r.problems})")
+                        fmt="osD^v"[d % 5], color=cmap(methods.index(r.method) % 10), capsize=3,
+                        label=f"{r.method} ({_dataset_name(res)}, n={r.problems})")
         sweep = sorted((1 - r.large_share, r.pass1) for r in rows
                        if (r.method.startswith("relay+tau=") and r.method.count("+") == 1) or r.method == "relay+check")
         if len(sweep) > 1:
