@@ -68,6 +68,8 @@ def _from_file(path: Path) -> CueProfile:
         raise ConfigError(f"cue profile {path} must be a JSON object with a 'cues' list")
     try:
         check = data.get("check") or {}
+        if not isinstance(check, dict):
+            raise ConfigError(f"'check' must be an object like {{\"tau\": 0.2, \"default\": \"tau\"}}, not {check!r}")
         tau = check.get("tau")
         if tau is not None and not (isinstance(tau, (int, float)) and 0 < tau < 1):
             raise ConfigError(f"check.tau must be a probability in (0, 1), got {tau!r}")

@@ -160,7 +160,7 @@ def test_a_profiles_default_check_is_read_and_validated(tmp_path):
     assert profile({"tau": 0.25}).check_default == "off"
     assert profile({"tau": 0.25, "default": "tau"}).check_default == "tau=0.25"
     assert profile({"default": "exact"}).check_default == "exact"
-    for bad, why in (({"default": "tau"}, "no calibrated check.tau"), ({"default": "auto"}, "not 'auto'"),
+    for bad, why in (({"default": "tau"}, "no calibrated check.tau"), ({"default": "auto"}, "not 'auto'"), ("tau", "object"),
                      ({"tau": 0.25, "default": "often"}, "check must be")):
         with pytest.raises(ConfigError, match=why):
             profile(bad)
