@@ -46,10 +46,11 @@ def first_difference(backend, prompt: str, a: str, b: str) -> dict:
     backend.reset()
     rows, _ = backend.check_rows(backend.prompt_tokens(prompt) + ta[:n], 0)
     row = np.asarray(rows[0], dtype=np.float64)
-    top2 = np.argsort(row)[-2:][::-1]
-    rank = lambda t: int((row > row[t]).sum()) + 1  # noqa: E731
+
+    def rank(token: int) -> int:
+        return int((row > row[token]).sum()) + 1
     return {"position": n, "large": ta[n], "other": tb[n], "gap": float(abs(row[ta[n]] - row[tb[n]])),
-            "ranks": (rank(ta[n]), rank(tb[n])), "top2": [int(t) for t in top2],
+            "ranks": (rank(ta[n]), rank(tb[n])),
             "text": (backend.token_bytes(ta[n]).decode("utf-8", "replace"),
                      backend.token_bytes(tb[n]).decode("utf-8", "replace"))}
 

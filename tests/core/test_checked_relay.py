@@ -145,6 +145,8 @@ def test_auto_is_off_where_the_pair_cannot_check_and_an_explicit_policy_is_an_er
     large = SpeculativeBackend(ScriptedBackend(LARGE), prompt_lookup(3))
     e = auto_engine(large, check_default="tau=0.01")
     assert str(e.check_policy) == "off" and e.generate("q", GREEDY).stats.check == "off"
+    with pytest.raises(ConfigError, match="probability of every small-model token"):
+        RelayEngine(large, ScriptedBackend(SMALL), ["Now,"], RelayConfig(check="tau=0.01"))
 
 
 def test_a_profiles_default_check_is_read_and_validated(tmp_path):
