@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp = bsub.add_parser("report", help="summarise results files into Markdown and plots")
     bp.add_argument("results", nargs="+", help="results JSONL files from `relaygen bench run`")
     bp.add_argument("--out", required=True, help="report file (plots go beside it)")
-    bp.add_argument("--title", default="RelayGen benchmark")
+    bp.add_argument("--title", help="the report's heading (default: RelayGen benchmark)")
     bp.add_argument("--no-plots", action="store_true")
     bp.add_argument("--print", action="store_true", help="print the report")
     bp.set_defaults(func=cmd_bench_report)
