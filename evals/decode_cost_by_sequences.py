@@ -45,8 +45,6 @@ def measure(base: LlamaCppBackend, kv_unified: bool, sizes: list[int], context: 
             times.setdefault(("sequences", k), []).append(
                 timed(shared, [Job(shared, seq, context, [token]) for seq in range(k)]))
             times.setdefault(("tokens", k), []).append(timed(shared, [Job(shared, 0, context, [token] * k)]))
-    for seq in range(max(sizes)):
-        shared.forget(seq)
     shared.close()
     return {key: statistics.median(v) * 1000 for key, v in times.items()}
 

@@ -16,8 +16,8 @@ _HOME = {
     "RelayConfig": ".core.config", "RelayEngine": ".core.engine",
     "RelayEvent": ".core.events", "RelayResult": ".core.events", "RelayStats": ".core.events",
     "Segment": ".core.events", "CueProfile": ".core.profile", "load_profile": ".core.profile",
-    "SamplingParams": ".core.sampling", "load_pair": ".loader", "load_concurrent": ".loader", "RelaySpec": ".options",
-    "ConcurrentEngine": ".core.serving", "QueueTimeoutError": ".errors",
+    "SamplingParams": ".core.sampling", "load_pair": ".loader", "load_concurrent": ".serving.build", "RelaySpec": ".options",
+    "ConcurrentEngine": ".serving.pool", "QueueTimeoutError": ".errors",
     "ConfigError": ".errors", "ContextWindowError": ".errors", "FetchError": ".errors",
     "ModelFileError": ".errors", "ModelNotFoundError": ".errors", "RelayGenError": ".errors", "ServerError": ".errors",
 }
@@ -29,11 +29,12 @@ if TYPE_CHECKING:
     from .core.events import RelayEvent, RelayResult, RelayStats, Segment
     from .core.profile import CueProfile, load_profile
     from .core.sampling import SamplingParams
-    from .core.serving import ConcurrentEngine
+    from .serving.pool import ConcurrentEngine
     from .errors import (ConfigError, ContextWindowError, FetchError, ModelFileError, ModelNotFoundError,
                          QueueTimeoutError, RelayGenError, ServerError)
-    from .loader import load_concurrent, load_pair
+    from .loader import load_pair
     from .options import RelaySpec
+    from .serving.build import load_concurrent
 
 
 def __getattr__(name: str):

@@ -99,8 +99,10 @@ def cmd_serve(args) -> int:
     from .integrations.serve import serve
     from .options import RelaySpec
 
+    from .backends import backend_class
+
     options = {k: v for k, v in spec_mapping(args).items() if v is not None and k != "pair"}
-    max_batch = args.max_batch if args.max_batch is not None else 1 if args.backend == "hf" else 4
+    max_batch = args.max_batch if args.max_batch is not None else backend_class(args.backend).default_max_batch
     options.update(progress=False, max_batch=max_batch, queue_timeout=args.queue_timeout)
     RelaySpec.from_mapping({"pair": args.pair, **options}, spelled=flag)  # a mistake named as the user wrote it
     key = args.key if args.key is not None else os.environ.get("RELAYGEN_SERVE_KEY")
@@ -264,7 +266,7 @@ def cmd_bench_report(args) -> int:
 def cmd_bench_costs(args) -> int:
     from .bench.report import print_costs
 
-    args.mode, args.cues, args.profile, args.substring_cues, args.speculative = "relay", None, None, False, "off"
+    args.cues, args.profile, args.substring_cues, args.speculative = None, None, False, "off"
     return print_costs(engine_from_args(args), answer_tokens=args.tokens, segment_tokens=args.segment_tokens)
 
 
@@ -307,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(c)
     add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
     add_sampling_options(c, max_tokens=512)
-    c.set_defaults(func=cmd_calibrate, seed=0)
+    c.set_defaults(func=cmd_calibrate, seed=0, speculative="off")
 
     b = sub.add_parser("bench", help="benchmark methods for accuracy and speed; report; cost model",
                        description="Accuracy and speed of the relay against its baselines on this machine.")
@@ -376,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(s)
     add_relay_options(s)
     add_cue_options(s, "a switch cue; replaces the profile")
-    s.set_defaults(func=cmd_serve)
+    s.set_defaults(func=cmd_serve, speculative="off")
 
     m = sub.add_parser("models", help="list, fetch or locate model files")
     m.add_argument("action", choices=["list", "fetch", "path"])

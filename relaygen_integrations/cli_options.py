@@ -2,7 +2,8 @@
 
 The backend flags are spelled for the command line (``--threads``) and named as the backends' options
 (``n_threads``); ``RelaySpec`` checks them against the chosen backend, so a flag of another backend is
-an error naming the flag.
+an error naming the flag. Flags that build an engine default to None: ``RelaySpec`` and ``RelayConfig``
+hold the only defaults (the help texts name them).
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .backends import BACKENDS
+
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("models")
     g.add_argument("--pair", help="registry pair (default: the registry's default pair)")
     g.add_argument("--large", help="override the large model: registry name or GGUF path (hf: also a model directory)")
     g.add_argument("--small", help="override the small model: registry name or GGUF path (hf: also a model directory)")
-    g.add_argument("--backend", default="llamacpp", choices=["llamacpp", "hf", "openai"],
+    g.add_argument("--backend", default="llamacpp", choices=list(BACKENDS),
                    help="llamacpp (GGUF, default), hf (transformers + torch) or openai (two completion servers)")
     g.add_argument("--n-ctx", type=int, default=None,
                    help="context window per model (default: 4096; openai: the prompt limit checked locally, 32768)")
@@ -41,19 +44,19 @@ def add_cue_options(p: argparse.ArgumentParser, what: str) -> None:
 
 def add_relay_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("relay")
-    r.add_argument("--mode", choices=["relay", "large", "small"], default="relay",
+    r.add_argument("--mode", choices=["relay", "large", "small"],
                    help="relay (default), or one model alone as a baseline")
     r.add_argument("--profile", help="cue profile: paper-qwen3, all-candidates, or a profile JSON file")
-    r.add_argument("--answer-model", choices=["small", "large"], default="small",
+    r.add_argument("--answer-model", choices=["small", "large"],
                    help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
-    r.add_argument("--min-large-tokens", type=int, default=5, help="large-model tokens before a cue may fire")
+    r.add_argument("--min-large-tokens", type=int, help="large-model tokens before a cue may fire (default: 5)")
     r.add_argument("--reasoning-end", help="reasoning-end marker (default: the model's, from the registry)")
-    r.add_argument("--check", default="auto", metavar="POLICY",
+    r.add_argument("--check", metavar="POLICY",
                    help="checked relay: the large model vets each small-model sentence and cuts it at the first token "
                         "it rejects: auto (default: the cue profile's default policy where the pair can check, "
                         "else off), off, exact (output as the large model's alone), or tau=P (cut below "
                         "probability P, e.g. tau=0.01); llamacpp and hf backends")
-    r.add_argument("--answer-reserve", type=int, default=0,
+    r.add_argument("--answer-reserve", type=int,
                    help="tokens kept for the answer stage if reasoning exhausts the budget (default: 0)")
 
 
@@ -68,10 +71,10 @@ def add_sampling_options(p: argparse.ArgumentParser, temperature: float | None =
 
 def add_speculative_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("speculative decoding (llamacpp)")
-    g.add_argument("--speculative", choices=["auto", "off", "draft", "lookup"], default="auto",
+    g.add_argument("--speculative", choices=["auto", "off", "draft", "lookup"],
                    help="draft: the small model drafts the large model's tokens; lookup: prompt lookup; "
                         "auto (default): draft on a GPU, off on a CPU")
-    g.add_argument("--draft-max", type=int, default=8, help="most tokens per draft (default: 8; adapted to acceptance)")
+    g.add_argument("--draft-max", type=int, help="most tokens per draft (default: 8; adapted to acceptance)")
     g.add_argument("--draft-model", help="draft model: registry name or GGUF path (default: the pair's small model)")
 
 
@@ -93,19 +96,23 @@ def engine_from_args(args, mode: str | None = None, use_cues: bool = True):
     return build(RelaySpec.from_mapping(spec_mapping(args, mode, use_cues), spelled=flag))
 
 
+# flags a command may have, as the RelaySpec / RelayConfig fields they set (left out: the field's default)
+SPEC_FLAGS = {"speculative": "speculative", "draft_max": "draft_max", "draft_model": "draft_model",
+              "mode": "mode", "min_large_tokens": "min_large_tokens", "answer_model": "answer_model",
+              "reasoning_end": "reasoning_end", "answer_reserve": "answer_reserve_tokens", "check": "check"}
+
+
 def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:
-    """The flags as ``RelaySpec.from_mapping`` takes them (checked there)."""
+    """The flags as ``RelaySpec.from_mapping`` takes them (checked there); a flag not given is left out."""
     profile = (args.cues or args.profile) if use_cues else None
+    given = vars(args)
     return {
         "pair": args.pair, "large": args.large, "small": args.small, "backend": args.backend, "profile": profile,
         "cue_matching": "substring" if use_cues and args.substring_cues else None,
-        "progress": sys.stderr.isatty() and not getattr(args, "json", False),
-        "large_url": args.large_url, "small_url": args.small_url, "speculative": getattr(args, "speculative", "off"),
-        "draft_max": getattr(args, "draft_max", 8), "draft_model": getattr(args, "draft_model", None),
-        "mode": mode or args.mode, "min_large_tokens": getattr(args, "min_large_tokens", 5),
-        "answer_model": getattr(args, "answer_model", "small"), "reasoning_end": getattr(args, "reasoning_end", None),
-        "answer_reserve_tokens": getattr(args, "answer_reserve", 0), "check": getattr(args, "check", "auto"),
-        **backend_options(args)}
+        "progress": sys.stderr.isatty() and not given.get("json", False),
+        "large_url": args.large_url, "small_url": args.small_url,
+        **{field: given[flag] for flag, field in SPEC_FLAGS.items() if given.get(flag) is not None},
+        **({"mode": mode} if mode else {}), **backend_options(args)}
 
 
 # backend options as the CLI spells them; each backend's constructor says which of them it takes

@@ -31,3 +31,7 @@ class ServerError(RelayGenError):
 
 class QueueTimeoutError(RelayGenError, TimeoutError):
     """Every sequence of an engine stayed busy for longer than a request may wait for one."""
+
+
+class Cancelled(RelayGenError):
+    """The request was cancelled (its client went away): it stops at its next model step."""

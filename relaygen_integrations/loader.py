@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
@@ -122,17 +121,23 @@ def load_pair(pair: str | None = None, **options: Any) -> RelayEngine:
     return build(RelaySpec.from_mapping({"pair": pair, **options}))
 
 
-def build(spec: RelaySpec) -> RelayEngine:
-    """Resolve, load, wire; a failure part-way closes what was already loaded (up to three models)."""
+def relay_settings(spec: RelaySpec, resolved: ResolvedPair):
+    """The relay settings and cue profile a spec runs with: the pair's reasoning-end marker unless the
+    settings name one."""
     from .core.profile import load_profile
 
-    if spec.max_batch != 1:
-        raise ConfigError(f"max_batch={spec.max_batch} asks for a concurrent engine: load_concurrent()")
-    resolved = resolve_pair(spec)
     config = spec.relay
     if config.reasoning_end is None and resolved.reasoning_end:
         config = replace(config, reasoning_end=resolved.reasoning_end)
-    cue_profile = load_profile(resolved.profile, mode=spec.cue_matching)
+    return config, load_profile(resolved.profile, mode=spec.cue_matching)
+
+
+def build(spec: RelaySpec) -> RelayEngine:
+    """Resolve, load, wire; a failure part-way closes what was already loaded (up to three models)."""
+    if spec.max_batch != 1:
+        raise ConfigError(f"max_batch={spec.max_batch} asks for a concurrent engine: load_concurrent()")
+    resolved = resolve_pair(spec)
+    config, cue_profile = relay_settings(spec, resolved)
     registry, options = resolved.registry, dict(spec.backend_options)
     with ExitStack() as loaded:
         if spec.backend == "openai":
@@ -181,80 +186,4 @@ def resolve_speculative(mode: str, large_backend) -> str:
     """``auto``: draft-model speculation when the large model runs on a GPU, else off."""
     if mode != "auto":
         return mode
-    if large_backend.name == "hf":
-        return "draft" if large_backend.device != "cpu" else "off"
-    if large_backend.name == "llamacpp":
-        import llama_cpp
-
-        return "draft" if large_backend.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload() else "off"
-    return "off"
-
-
-def load_concurrent(pair: str | None = None, **options: Any):
-    """A ``ConcurrentEngine`` serving up to ``max_batch`` requests at once (``queue_timeout``: how long one
-    more waits for a free sequence); the options are ``load_pair``'s."""
-    return build_concurrent(RelaySpec.from_mapping({"pair": pair, **options}))
-
-
-def build_concurrent(spec: RelaySpec, scoring: bool = False):
-    """llama.cpp: one shared context per model with ``max_batch`` sequences, evaluated in batched rounds;
-    servers: ``max_batch`` engines of their own over the same servers; transformers: one request at a time.
-    ``scoring``: each loaded llama.cpp model keeps a context of the full ``n_ctx`` of its own (lm-eval
-    scores with it), otherwise only a tokenizer's."""
-    from .core.serving import ConcurrentEngine
-
-    if spec.backend == "openai":
-        slots: list[RelayEngine] = []
-        try:
-            for _ in range(spec.max_batch):
-                slots.append(build(replace(spec, max_batch=1)))
-        except BaseException:
-            _close_slots(slots)
-            raise
-        return ConcurrentEngine(slots, queue_timeout=spec.queue_timeout, on_close=lambda: _close_slots(slots))
-    if spec.backend != "llamacpp":
-        if spec.max_batch != 1:
-            raise ConfigError(f"max_batch={spec.max_batch}: batched requests run on llama.cpp (backend llamacpp) "
-                              f"and on servers (backend openai); the {spec.backend} backend serves one at a time")
-        engine = build(replace(spec))
-        return ConcurrentEngine([engine], queue_timeout=spec.queue_timeout, on_close=lambda: _close_slots([engine]))
-    if spec.speculative in ("draft", "lookup"):
-        raise ConfigError("speculative decoding is not combined with batched requests yet: speculative='off'")
-    return _batched_llamacpp(spec, scoring)
-
-
-def _batched_llamacpp(spec: RelaySpec, scoring: bool):
-    from .backends.llamacpp_batch import batched_engine
-    from .core.profile import load_profile
-    from .core.scheduler import Scheduler
-
-    resolved = resolve_pair(spec)
-    config = spec.relay
-    if config.reasoning_end is None and resolved.reasoning_end:
-        config = replace(config, reasoning_end=resolved.reasoning_end)
-    cue_profile = load_profile(resolved.profile, mode=spec.cue_matching)
-    options = dict(spec.backend_options)
-    n_ctx, n_batch = options.pop("n_ctx", 4096), options.pop("n_batch", 512)
-    own = {"n_ctx": n_ctx, "n_batch": n_batch} if scoring else {"n_ctx": 64, "n_batch": 64}
-    scheduler = Scheduler()
-    with ExitStack() as loaded:  # the sequences live in the shared contexts
-        loaded.callback(scheduler.close)
-        # Loaded on the thread that evaluates: llama.cpp's OpenMP build keeps a thread team per calling thread,
-        # and loading repacks the weights in parallel, so loading elsewhere leaves a second team behind
-        # (every decode then runs about 1.4x slower here).
-        large = scheduler.call(functools.partial(load_backend, resolved.large, "llamacpp", resolved.registry,
-                                                 spec.progress, **own, **options))
-        loaded.callback(large.close)
-        small = scheduler.call(functools.partial(load_backend, resolved.small, "llamacpp", resolved.registry,
-                                                 spec.progress, **own, **options))
-        loaded.callback(small.close)
-        engine = batched_engine(large, small, cue_profile, config, spec.max_batch, n_ctx, n_batch, spec.queue_timeout,
-                                options.get("n_threads"), options.get("flash_attn", False), scheduler=scheduler)
-        loaded.pop_all()
-    return engine
-
-
-def _close_slots(slots: list[RelayEngine]) -> None:
-    for engine in slots:
-        engine.large.close()
-        engine.small.close()
+    return "draft" if large_backend.on_gpu() else "off"

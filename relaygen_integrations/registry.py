@@ -34,7 +34,6 @@ class ModelEntry:
     file: str
     description: str = ""
     role: str = "any"
-    format: str = "gguf"
     chat_format: str = ""
     reasoning_end: str | None = None
     sources: tuple[dict, ...] = ()
@@ -70,7 +69,7 @@ class Registry:
         for name, m in data.get("models", {}).items():
             reg.models[name] = ModelEntry(
                 name=name, file=m["file"], description=m.get("description", ""), role=m.get("role", "any"),
-                format=m.get("format", "gguf"), chat_format=m.get("chat_format", ""),
+                chat_format=m.get("chat_format", ""),
                 reasoning_end=m.get("reasoning_end"), sources=tuple(m.get("sources", ())))
         for name, p in data.get("pairs", {}).items():
             reg.pairs[name] = PairEntry(

@@ -47,6 +47,8 @@ class LlamaCppBackend(Scoring, LocalBackend):
     """
 
     name = "llamacpp"
+    concurrency = "batched"  # sequences of one shared context, evaluated together (serving/llamacpp.py)
+    default_max_batch = 4
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, n_threads: int | None = None,
                  n_gpu_layers: int = 0, n_batch: int = 512, chat_format: str | None = None,
@@ -139,6 +141,9 @@ class LlamaCppBackend(Scoring, LocalBackend):
     @property
     def batch_limit(self) -> int:
         return self.llm.n_batch
+
+    def on_gpu(self) -> bool:
+        return self.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
 
     def document_start_token(self) -> int:
         bos = self.llm.token_bos()

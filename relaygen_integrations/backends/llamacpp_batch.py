@@ -10,7 +10,6 @@ evaluations waits for the scheduler's next round (``core/scheduler.py``). Only l
 
 from __future__ import annotations
 
-import threading
 from typing import Sequence
 
 import llama_cpp
@@ -84,10 +83,6 @@ class SharedContext:
                 job.tokens, job.start = job.tokens[take:], job.start + take
         return n
 
-    def forget(self, seq: int) -> None:
-        """Free a sequence's cache cells (scheduler thread only)."""
-        llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
-
     def close(self) -> None:
         if self.ctx:
             llama_cpp.llama_batch_free(self.batch)
@@ -97,17 +92,23 @@ class SharedContext:
 
 class SequenceBackend(LocalBackend):
     """Sequence ``seq`` of a ``SharedContext``: tokenizer and template from the loaded model, evaluations
-    through the scheduler. ``cancelled`` (set per request) stops the request at its next evaluation."""
+    through the scheduler. It scores, and runs on a GPU or not, as its loaded model does."""
 
     name = "llamacpp"
+    concurrency = "batched"
+    default_max_batch = 4
 
     def __init__(self, shared: SharedContext, seq: int, scheduler: Scheduler):
         super().__init__()
         self.shared, self.seq, self.scheduler = shared, seq, scheduler
         self.base = shared.base
-        self.path, self.n_gpu_layers = self.base.path, self.base.n_gpu_layers
-        self.cancelled: threading.Event | None = None
         self._last: np.ndarray | None = None
+
+    def on_gpu(self) -> bool:
+        return self.base.on_gpu()
+
+    def scorer(self):
+        return self.base.scorer()
 
     @property
     def n_ctx(self) -> int:
@@ -139,11 +140,10 @@ class SequenceBackend(LocalBackend):
         """Nothing to do now: every evaluation drops what the sequence holds past its start."""
 
     def _evaluate(self, tokens: Sequence[int]) -> None:
-        self._last = self.scheduler.submit(Job(self.shared, self.seq, len(self.tokens), list(tokens)), self.cancelled)
+        self._last = self.scheduler.submit(Job(self.shared, self.seq, len(self.tokens), list(tokens)))
 
     def _evaluate_rows(self, tokens: Sequence[int]) -> np.ndarray:
-        rows = self.scheduler.submit(Job(self.shared, self.seq, len(self.tokens), list(tokens), rows=True),
-                                     self.cancelled)
+        rows = self.scheduler.submit(Job(self.shared, self.seq, len(self.tokens), list(tokens), rows=True))
         self._last = rows[-1]
         return rows
 
@@ -152,30 +152,3 @@ class SequenceBackend(LocalBackend):
 
     def close(self) -> None:
         """The engine closes the shared context and the model."""
-
-
-def batched_engine(large: LlamaCppBackend, small: LlamaCppBackend, profile=None, config=None, max_batch: int = 4,
-                   n_ctx: int = 4096, n_batch: int = 512, queue_timeout: float = 600.0, n_threads: int | None = None,
-                   flash_attn: bool = False, owns_models: bool = True, scheduler: Scheduler | None = None):
-    """A ``ConcurrentEngine`` of ``max_batch`` relays over two loaded models, each model's sequences in
-    one shared context of ``n_ctx`` tokens per sequence. Closing it frees the contexts (and the models,
-    with ``owns_models``). ``scheduler``: the one whose thread loaded the models, if one did."""
-    from contextlib import ExitStack
-
-    from ..core.engine import RelayEngine
-    from ..core.serving import ConcurrentEngine
-
-    with ExitStack() as owned:
-        if owns_models:
-            owned.callback(large.close)
-            owned.callback(small.close)
-        scheduler = scheduler or Scheduler()
-        owned.callback(scheduler.close)
-        shared = []
-        for base in (large, small):
-            shared.append(scheduler.call(SharedContext, base, max_batch, n_ctx, n_batch, n_threads, flash_attn))
-            owned.callback(shared[-1].close)
-        slots = [RelayEngine(SequenceBackend(shared[0], i, scheduler), SequenceBackend(shared[1], i, scheduler),
-                             profile, config) for i in range(max_batch)]
-        closers = owned.pop_all()
-    return ConcurrentEngine(slots, scheduler, queue_timeout, on_close=closers.close)

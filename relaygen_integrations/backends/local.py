@@ -49,6 +49,9 @@ def check_gguf_header(path: Path) -> None:
 
 class LocalBackend(ABC):
     name: str = "local"
+    concurrency = "single"
+    default_max_batch = 1
+    local_ids = False
 
     def __init__(self) -> None:
         self.tokens: list[int] = []  # what the KV cache holds, in order
@@ -173,6 +176,15 @@ class LocalBackend(ABC):
 
     def pause(self) -> None:
         """The other model takes over: an in-process model keeps its state."""
+
+    def on_gpu(self) -> bool:
+        return False
+
+    def scorer(self):
+        """Itself when it mixes in ``scoring.Scoring``."""
+        from .scoring import Scoring
+
+        return self if isinstance(self, Scoring) else None
 
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""

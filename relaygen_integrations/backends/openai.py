@@ -22,7 +22,6 @@ no scoring (``backends/scoring.require_scoring`` says so) and no checking of ano
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -56,6 +55,9 @@ class OpenAIBackend:
     """
 
     name = "openai"
+    concurrency = "independent"  # each request its own backends; the servers batch
+    default_max_batch = 4
+    local_ids = True  # ids from a per-request table (reset clears it): the prompt is tokenised where it runs
 
     def __init__(self, base_url: str, model: str | None = None, chat_template: str | Path | None = None,
                  chat_format: str | None = None, api_key: str | None = None, n_ctx: int = 32768,
@@ -78,7 +80,6 @@ class OpenAIBackend:
         self.model = model or self._first_model()
         self._pieces: list[bytes] = [b""]  # local id -> text bytes; 0 is END
         self._ids: dict[bytes, int] = {}
-        self._table_lock = threading.Lock()
         self._response: requests.Response | None = None
         self._chunks: Iterator[dict] | None = None
         self._stream_context: list[int] = []  # what the open stream continues
@@ -200,13 +201,13 @@ class OpenAIBackend:
 
     # --- the token protocol, over local ids --------------------------------------------------
     def _intern(self, data: bytes) -> int:
-        """A local id for a piece of text. The table lives for one request (``reset`` clears it)."""
-        with self._table_lock:  # a request's check() may tokenise on another thread
-            token = self._ids.get(data)
-            if token is None:
-                token = self._ids[data] = len(self._pieces)
-                self._pieces.append(data)
-            return token
+        """A local id for a piece of text. The table lives for one request (``reset`` clears it), and only
+        the thread running that request uses it (``local_ids``: the engine tokenises the prompt there)."""
+        token = self._ids.get(data)
+        if token is None:
+            token = self._ids[data] = len(self._pieces)
+            self._pieces.append(data)
+        return token
 
     def _text(self, context: Sequence[int]) -> str:
         return b"".join(self._pieces[t] for t in context).decode("utf-8", errors="replace")
@@ -242,13 +243,18 @@ class OpenAIBackend:
     def pause(self) -> None:
         self._close_stream()
 
+    def on_gpu(self) -> bool:
+        return False  # not known from here: the server decides
+
+    def scorer(self) -> None:
+        return None  # servers sample on their side: no distributions over given text
+
     def reset(self) -> None:
         """A new request: no open stream, and a fresh id table (a long-lived backend must not keep every
         prompt and answer it ever served)."""
         self._close_stream()
         self._stream_context = []
-        with self._table_lock:
-            self._pieces, self._ids = [b""], {}
+        self._pieces, self._ids = [b""], {}
 
     def close(self) -> None:
         self._close_stream()

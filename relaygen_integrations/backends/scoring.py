@@ -9,16 +9,12 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..core.sampling import probability_margin, probability_margins, target_logprobs
+from ..core.sampling import probability_margins, target_logprobs
 from ..errors import ConfigError
 
 
 class Scoring:
     """Mixed into a ``backends.local.LocalBackend`` (it uses ``sync``, ``logits`` and ``evaluate_rows``)."""
-
-    def margin(self) -> float:
-        """Probability margin p(top-1) - p(top-2) of the next token: how sure the model is."""
-        return probability_margin(self.logits())
 
     def document_start_token(self) -> int:
         """The token that precedes a text with no context: BOS, or EOS for models without one
@@ -60,12 +56,9 @@ class Scoring:
 
 
 def require_scoring(backend, what: str) -> Scoring:
-    """The backend (the target of a speculative one), if it can score text; otherwise one clear error."""
-    from ..speculative import SpeculativeBackend
-
-    if isinstance(backend, SpeculativeBackend):
-        backend = backend.target
-    if not isinstance(backend, Scoring):
+    """What scores text for ``backend`` (a wrapper answers for what it wraps); otherwise one clear error."""
+    scorer = backend.scorer()
+    if not isinstance(scorer, Scoring):
         raise ConfigError(f"{what} needs every position's distribution, which the {backend.name} backend does not "
                           "give (servers sample on their side): use the llamacpp or hf backend on the same weights")
-    return backend
+    return scorer

@@ -4,6 +4,7 @@ loading (dequantised to the chosen dtype), on CPU, CUDA or Apple MPS."""
 from __future__ import annotations
 
 import inspect
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -60,7 +61,7 @@ class TransformersBackend(Scoring, LocalBackend):
     model's own limit).
     """
 
-    name = "hf"
+    name = "hf"  # concurrency "single": one request at a time (a second needs a second KV cache)
 
     def __init__(self, model_path: str | Path, n_ctx: int = 4096, device: str = "auto",
                  dtype: str = "float32", n_threads: int | None = None, chat_format: str | None = None,
@@ -109,6 +110,9 @@ class TransformersBackend(Scoring, LocalBackend):
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._cache = DynamicCache(config=self.model.config)
         self._logits: np.ndarray | None = None
+        # A fast tokenizer used by two threads at once raises "Already borrowed": a request is prepared on its
+        # caller's thread while another runs. One lock per tokenizer (twins from sharing_weights share it).
+        self._tokenizing = threading.Lock()
 
     @classmethod
     def sharing_weights(cls, other: "TransformersBackend") -> "TransformersBackend":
@@ -165,7 +169,8 @@ class TransformersBackend(Scoring, LocalBackend):
 
     def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
         s = text.decode("utf-8", errors="replace")
-        ids = self.tokenizer(s, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
+        with self._tokenizing:
+            ids = self.tokenizer(s, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
         if add_bos and self._bos is not None and not (self._bos_text and s.startswith(self._bos_text)):
             ids = [self._bos] + ids
         return ids
@@ -210,6 +215,9 @@ class TransformersBackend(Scoring, LocalBackend):
         rows = self._forward(tokens, keep=0).cpu().numpy()
         self._logits = rows[-1]
         return rows
+
+    def on_gpu(self) -> bool:
+        return self.device != "cpu"
 
     def document_start_token(self) -> int:
         if self._bos is not None:

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..backends import backend_class
 from ..errors import ConfigError
 from ..math_tasks import answers_match, data_file, load_problems, math_prompt
 from .methods import method_config, parse_methods
@@ -54,7 +55,7 @@ class SweepSettings:
                               "level would never have that many requests in flight")
         if self.repeats < 1 or self.max_tokens < 1 or self.start < 0:
             raise ConfigError("--repeats and --max-tokens must be at least 1, --start at least 0")
-        if levels[-1] > 1 and self.backend not in ("llamacpp", "openai"):
+        if levels[-1] > 1 and backend_class(self.backend).concurrency == "single":
             raise ConfigError(f"the {self.backend} backend serves one request at a time: --levels 1 only")
         self.levels = tuple(levels)
         self.spec(spelled)
@@ -74,7 +75,7 @@ def run_sweep(settings: SweepSettings, progress: bool = True, console=None) -> l
 
     from ..core.profile import load_profile
     from ..core.sampling import SamplingParams
-    from ..loader import build_concurrent
+    from ..serving.build import build_concurrent
 
     settings.validated()
     problems = load_problems(data_file(settings.dataset))[settings.start:settings.start + settings.requests]

@@ -23,6 +23,8 @@ from ..math_tasks import DATASETS, answers_match, box_content, data_file, last_b
 from .costs import measure
 from .methods import DEFAULT_METHODS, MethodRunner, parse_methods
 
+# the names bench records give some of RelayStats.summary()'s fields (older results files use them)
+RECORD_NAMES = {"seconds": "wall_s", "finish_reason": "finish", "generated_tokens": "tokens", "cues_fired": "cues"}
 # settings a resumed run must share with the file it appends to (methods, limit and samples may grow)
 RESUME_KEYS = ("pair", "large", "small", "backend", "dataset", "max_tokens", "temperature", "top_p", "top_k",
                "seed", "draft_max", "answer_reserve_tokens")
@@ -289,16 +291,16 @@ def answer_one(runner: MethodRunner, method: str, index: int, problem: dict, sam
     """One method's answer to one problem, graded, with the counts the summary and cost model need."""
     engine = runner.engine(method)
     result = engine.generate(math_prompt(problem["problem"]), params)
-    st = result.stats
+    st, summary = result.stats, result.stats.summary()
     roles = ("large", "small", "draft") if runner.methods[method].speculative == "draft" else ("large", "small")
     metered = {role: getattr(st, role) for role in roles}
     return {
         "type": "sample", "index": index, "id": problem["id"], "method": method, "sample": sample,
         "seed": params.seed, "reference": problem["answer"], "extracted": last_boxed(result.text),
-        "correct": answers_match(result.text, problem["answer"]), "wall_s": round(st.wall_seconds, 4),
-        "finish": st.finish_reason, "tokens": st.generated_tokens, "large_tokens": st.large.generated_tokens,
-        "small_tokens": st.small.generated_tokens, "switches": st.switches, "cues": st.cues_fired,
-        **st.check_counts(),
+        "correct": answers_match(result.text, problem["answer"]),
+        # the summary's fields; the records' names for four of them: wall_s (seconds), finish (finish_reason),
+        # tokens (generated_tokens), cues (cues_fired)
+        **{RECORD_NAMES.get(k, k): v for k, v in summary.items() if k not in ("prompt_tokens", "large_share")},
         "models": {role: _model_record(getattr(st, role)) for role in ("large", "small")},
         "calls": {role: dict(sorted(m.calls.items())) for role, m in metered.items()},
         "row_calls": {role: dict(sorted(m.row_calls.items())) for role, m in metered.items()},

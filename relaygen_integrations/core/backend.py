@@ -8,12 +8,17 @@ need two backends (``TransformersBackend.sharing_weights`` gives one over the sa
 
 Metering is returned, never scraped: each ``next_token`` says what it cost in a ``Step``, and the
 engine adds the steps up (``ModelStats.add``).
+
+Capabilities are declared by the backend, never guessed from its name: how it serves concurrent
+requests (``concurrency``, ``default_max_batch``: class attributes, known before a model loads), whether
+its token ids live only in it (``local_ids``), whether it runs on a GPU and what scores text for it
+(``on_gpu()``, ``scorer()``: asked of a loaded instance). A wrapper answers for what it wraps.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol, Sequence, runtime_checkable
 
 from .sampling import Sampler
 
@@ -38,9 +43,27 @@ class Step:
         return sum(self.calls)
 
 
+Concurrency = Literal["batched", "independent", "single"]
+
+
 @runtime_checkable
 class Backend(Protocol):
     """One model with one context, as the engine drives it."""
+
+    name: str
+    # "batched": one model evaluates many requests' sequences in one call (llama.cpp); "independent": each
+    # request gets backends of its own and the model batches on its side (servers); "single": one at a time
+    concurrency: ClassVar[Concurrency]
+    default_max_batch: ClassVar[int]  # requests served at once unless the user says otherwise
+    # token ids that mean something only to this instance, for one request (a server's streamed text): the
+    # prompt is tokenised where the request runs, after ``reset``
+    local_ids: bool
+
+    def on_gpu(self) -> bool:
+        """Whether the model runs on a GPU (where speculative decoding pays)."""
+
+    def scorer(self) -> object | None:
+        """What scores text for this model (``backends.scoring.Scoring``), or None when it cannot."""
 
     @property
     def n_ctx(self) -> int: ...

@@ -1,49 +1,79 @@
-"""The relay engine: the runtime state machine of method.md over two backends.
+"""The relay engine: one pair of models with one KV cache each, serving one request at a time.
 
-States: the large model reasons; when its fresh text completes a switch cue (and it has written at
-least ``min_large_tokens`` since it took control) the small model continues until the first sentence
-end, then the large model resumes. The reasoning-end marker starts the answer stage, written by the
-small model by default. ``max_tokens`` counts every generated token of both models.
+``RelayEngine`` holds what every request shares (the two backends, the cue matcher, the resolved check
+policy, the settings) as a ``RunSetup`` and checks once that the pair can relay. ``prepare`` makes a
+``Request`` (rendered, validated, tokenised once); ``stream`` and ``generate`` run one through the state
+machine in ``run.py``. When both vocabularies are identical (checked by fingerprint), tokens are handed
+over by id; otherwise the other model's new text is re-tokenised by the receiving model.
 
-Each backend keeps its own KV cache. A participant's context is its prompt plus the output tokens
-it has caught up on; before a model writes, it evaluates only what the other model wrote since it
-last ran. When both vocabularies are identical (checked by fingerprint), tokens are handed over by
-id; otherwise the other model's new text is re-tokenised by the receiving model.
+``Engine`` is what every entry point types against: ``RelayEngine`` and the serving layer's
+``ConcurrentEngine`` both satisfy it.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
-from ..errors import ConfigError, ContextWindowError
+from ..errors import ConfigError
 from .check import CheckPolicy
 from .config import RelayConfig
 from .events import RelayEvent, RelayResult
 from .profile import CueProfile, load_profile
-from .run import _Run
+from .request import Request, check_fits, render, tokenize_prompt
+from .run import RunSetup, _Run
 from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     from .backend import Backend
+
+Prompt = "str | Sequence[dict] | Request"
 
 # What both chat templates must render alike for one model to continue the other's text. No system
 # message: some templates refuse one (and a pair is about continuing the assistant turn anyway).
 _PROBE = [{"role": "user", "content": "U"}]
 
 
+class Engine(Protocol):
+    """A relay engine as entry points use it: one request at a time or many (``max_batch``)."""
+
+    config: RelayConfig
+    profile: CueProfile
+    check_policy: CheckPolicy
+
+    @property
+    def large(self) -> "Backend": ...
+
+    @property
+    def small(self) -> "Backend": ...
+
+    @property
+    def max_batch(self) -> int: ...
+
+    def prepare(self, prompt: "str | Sequence[dict]", params: SamplingParams | None = None, *,
+                chat: bool = True) -> Request: ...
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None, *, chat: bool = True) -> Iterator[RelayEvent]: ...
+
+    def generate(self, prompt: Prompt, params: SamplingParams | None = None, *, chat: bool = True) -> RelayResult: ...
+
+    def close(self) -> None: ...
+
+
 class RelayEngine:
     """Runs RelayGen over a large and a small backend: many requests, one at a time (a second request
     while a stream is still open is refused, never interleaved: both would share the KV caches)."""
+
+    max_batch = 1
 
     def __init__(self, large: "Backend", small: "Backend", profile: "CueProfile | str | list | None" = None,
                  config: RelayConfig | None = None):
         self.large, self.small = large, small
         self.profile = load_profile(profile)
-        self.matcher = self.profile.matcher()
         self.config = (config or RelayConfig()).validated()
-        self._by_ids = self._check_pair()
-        self.check_policy = self._check_policy()
+        by_ids = self._check_pair()
+        self.check_policy = self._check_policy(by_ids)
+        self.setup = RunSetup(large, small, by_ids, self.profile.matcher(), self.check_policy, self.config)
         self._running = threading.Lock()  # held by the one request whose events are being read
 
     def _check_pair(self) -> bool:
@@ -58,15 +88,15 @@ class RelayEngine:
             raise ConfigError("handoff='ids' needs identical vocabularies, and these differ: use 'text'")
         return same_vocab if self.config.handoff == "auto" else self.config.handoff == "ids"
 
-    def _check_policy(self) -> CheckPolicy:
+    def _check_policy(self, by_ids: bool) -> CheckPolicy:
         """The checked relay's policy (off outside relay mode), once the large model can give its rows."""
         from .backend import RowBackend
 
         auto = self.config.check == "auto"
-        policy = CheckPolicy.parse(self.profile.check_default if auto else self.config.check)
+        policy = self.profile.check_default if auto else CheckPolicy.parse(self.config.check)
         if not policy.active or self.config.mode != "relay":
             return CheckPolicy()
-        if auto and not (isinstance(self.large, RowBackend) and self._by_ids):
+        if auto and not (isinstance(self.large, RowBackend) and by_ids):
             return CheckPolicy()  # the profile's default where the pair can check; an explicit policy fails below
         if not isinstance(self.large, RowBackend):
             what = getattr(self.large, "name", type(self.large).__name__)
@@ -75,63 +105,63 @@ class RelayEngine:
                 "backend cannot give: a server's OpenAI API returns no per-position probabilities for text it did "
                 "not write (vLLM's prompt logprobs bypass its prefix cache), and speculative decoding is not "
                 "combined with checking yet; use the llamacpp or hf backend without speculation")
-        if not self._by_ids:
+        if not by_ids:
             raise ConfigError(f"check={policy} needs the two models to share a vocabulary (hand-off by token id)")
         return policy
 
     # --- public API --------------------------------------------------------------------------
-    def generate(self, prompt: "str | list[dict]", params: SamplingParams | None = None, *,
-                 chat: bool = True) -> RelayResult:
-        """Run to completion and return the text, its per-model segments and the stats."""
-        for event in self.stream(prompt, params, chat=chat):
-            if event.kind == "done":
-                return event.result
-        raise RuntimeError("relay stream ended without a result")  # pragma: no cover
+    def prepare(self, prompt: "str | Sequence[dict]", params: SamplingParams | None = None, *,
+                chat: bool = True) -> Request:
+        """The request, rendered, validated and tokenised once; raises now what ``stream`` would reject (bad
+        parameters, an empty or over-long prompt) without touching a KV cache. ``chat=False`` sends a string
+        prompt as raw text, without the chat template."""
+        params = (params or SamplingParams()).validated()
+        text = render(self.large, prompt, chat)
+        ids: dict[str, list[int] | None] = {}
+        for role in self.setup.roles():
+            backend: "Backend" = getattr(self, role)
+            ids[role] = None if backend.local_ids else tokenize_prompt(backend, text)
+            if ids[role] is not None:
+                check_fits(ids[role], backend, role)
+        return Request(text, params, ids)
 
-    def stream(self, prompt: "str | list[dict]", params: SamplingParams | None = None, *,
-               chat: bool = True) -> Iterator[RelayEvent]:
+    check = prepare  # an entry point that must wait for the engine fails a bad request at once
+
+    def stream(self, prompt: Prompt, params: SamplingParams | None = None, *, chat: bool = True) -> Iterator[RelayEvent]:
         """Yield text deltas tagged with the model that wrote them, switches, and a final result.
 
-        ``chat=False`` sends a string prompt as raw text, without the chat template. A bad request fails
-        here; the engine is taken when the first event is read and free again once the stream is read to
-        its end or closed. A request that starts meanwhile raises ConfigError instead of sharing the caches.
+        ``prompt``: a prepared ``Request``, or what ``prepare`` takes. A bad request fails here; the engine
+        is taken when the first event is read and free again once the stream is read to its end or closed.
+        A request that starts meanwhile raises ConfigError instead of sharing the caches.
         """
-        params = (params or SamplingParams()).validated()
-        prompt_text = self._render(prompt, chat)
-        return _Run(self, prompt_text, params).events()
+        request = prompt if isinstance(prompt, Request) else self.prepare(prompt, params, chat=chat)
+        return self._guarded(_Run(self.setup, request).events())
 
-    def check(self, prompt: "str | list[dict]", params: SamplingParams | None = None, *, chat: bool = True) -> None:
-        """Raise now what ``stream`` would reject (bad parameters, an empty or over-long prompt), without
-        touching a KV cache, so a caller that must wait for the engine can fail a bad request at once."""
-        (params or SamplingParams()).validated()
-        self._prompt_ids(self._render(prompt, chat))
+    def generate(self, prompt: Prompt, params: SamplingParams | None = None, *, chat: bool = True) -> RelayResult:
+        """Run to completion and return the text, its per-model segments and the stats."""
+        return final_result(self.stream(prompt, params, chat=chat))
 
-    def _prompt_ids(self, prompt_text: str) -> dict[str, list[int]]:
-        """The prompt in each participating model's tokens; an error if it leaves no room to write."""
-        out = {}
-        for role, backend in (("large", self.large), ("small", self.small)):
-            if role == "small" and self.config.mode == "large" or role == "large" and self.config.mode == "small":
-                continue
-            ids = backend.prompt_tokens(prompt_text)
-            if len(ids) + 1 > backend.n_ctx:
-                raise ContextWindowError(f"the prompt is {len(ids)} tokens, longer than the {role} model's "
-                                         f"context window of {backend.n_ctx} tokens")
-            out[role] = ids
-        return out
+    def _guarded(self, events: Iterator[RelayEvent]) -> Iterator[RelayEvent]:
+        if not self._running.acquire(blocking=False):
+            raise ConfigError("this engine is already running a request (a stream of it is still open): read "
+                              "that stream to its end or close() it first; an engine serves one request at a time")
+        try:
+            yield from events
+        finally:
+            self._running.release()
 
-    def _render(self, prompt: "str | list[dict]", chat: bool) -> str:
-        if isinstance(prompt, str):
-            if not prompt.strip():
-                raise ConfigError("the prompt is empty")
-            return self.large.chat_prompt([{"role": "user", "content": prompt}]) if chat else prompt
-        if not isinstance(prompt, Sequence) or not prompt:
-            raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...}")
-        for m in prompt:
-            if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
-                raise ConfigError(f"each message needs a 'role' and a string 'content'; got {m!r}")
-        if not any(m["content"].strip() for m in prompt):
-            raise ConfigError("the prompt is empty")
-        return self.large.chat_prompt(list(prompt))
+    def close(self) -> None:
+        """Free both models."""
+        self.large.close()
+        self.small.close()
+
+
+def final_result(events: Iterator[RelayEvent]) -> RelayResult:
+    """The result a stream ends with (the stream is read to its end)."""
+    for event in events:
+        if event.kind == "done":
+            return event.result
+    raise RuntimeError("relay stream ended without a result")  # pragma: no cover
 
 
 def _render_probe(backend: "Backend", role: str) -> str:

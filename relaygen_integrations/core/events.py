@@ -83,10 +83,19 @@ class RelayStats:
     def generated_tokens(self) -> int:
         return self.large.generated_tokens + self.small.generated_tokens
 
-    def check_counts(self) -> dict[str, "int | str"]:
-        """The checked relay's policy and counts, as every entry point reports them."""
-        return {"check": self.check, "sentences_checked": self.sentences_checked, "sentences_cut": self.sentences_cut,
-                "small_tokens_discarded": self.small_tokens_discarded, "cut_tokens": self.cut_tokens}
+    def summary(self) -> dict:
+        """The run in one flat record: what every reporter derives its own from (the CLI's ``--json``,
+        lm-eval's request file, LiteLLM's ``usage.relay``, the bench's records keep these names, or
+        documented aliases of them)."""
+        return {
+            "prompt_tokens": self.large.prompt_tokens or self.small.prompt_tokens,
+            "generated_tokens": self.generated_tokens, "large_tokens": self.large.generated_tokens,
+            "small_tokens": self.small.generated_tokens, "large_share": round(self.large_share, 4),
+            "switches": self.switches, "check": self.check, "sentences_checked": self.sentences_checked,
+            "sentences_cut": self.sentences_cut, "small_tokens_discarded": self.small_tokens_discarded,
+            "cut_tokens": self.cut_tokens, "finish_reason": self.finish_reason,
+            "seconds": round(self.wall_seconds, 4), "cues_fired": dict(self.cues_fired),
+        }
 
     @property
     def large_share(self) -> float:
@@ -122,6 +131,7 @@ class RelayResult:
             "answer": self.answer,
             "segments": [asdict(s) for s in self.segments],
             "stats": self.stats.to_dict(),
+            "summary": self.stats.summary(),
             "seed": self.seed,
         }
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import ConfigError, ModelNotFoundError
+from .check import CheckPolicy
 from .cues import PAPER_QWEN3_CUES, REFERENCE_CANDIDATES, CueMatcher, MatchMode, validate_cues
 
 BUILTIN_PROFILES = {
@@ -32,7 +33,11 @@ class CueProfile:
     check_tau: float | None = None  # the checked relay's calibrated threshold (calibration/threshold.py), if any
     # The check policy ``check="auto"`` (the default) runs for this pair: "off", "exact" or "tau=P". A profile
     # opts in by hand, with ``"check": {"default": "tau"}`` (its calibrated tau), once a benchmark shows it pays.
-    check_default: str = "off"
+    # Given as a policy or its spelling ("tau=0.2"); held as a parsed policy.
+    check_default: CheckPolicy = CheckPolicy()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "check_default", CheckPolicy.parse(self.check_default))
 
     def matcher(self) -> CueMatcher:
         return CueMatcher(self.cues, self.mode)
@@ -81,14 +86,12 @@ def _from_file(path: Path) -> CueProfile:
     return profile
 
 
-def _default_check(default, tau: float | None) -> str:
+def _default_check(default, tau: float | None) -> CheckPolicy:
     """The profile's ``check.default`` as a policy: ``tau`` means its own calibrated threshold."""
-    from .check import CheckPolicy
-
     if default == "tau":
         if tau is None:
             raise ConfigError("check.default is 'tau' but the profile records no calibrated check.tau")
-        return f"tau={tau}"
+        return CheckPolicy("tau", float(tau)).validated()
     if default == "auto":
         raise ConfigError("check.default must be off, tau, exact or tau=P, not 'auto'")
-    return str(CheckPolicy.parse(default))
+    return CheckPolicy.parse(default)

@@ -5,9 +5,8 @@ something (a new position, a catch-up, a checked sentence's rows), submits a ``J
 scheduler's one thread runs rounds: it waits until every running request has submitted (or a short
 gather window has passed, so that a request busy elsewhere never stalls the others), then gives each
 model all of its jobs at once (one ``llama_decode`` for several sequences) and wakes the requests.
-One thread does every evaluation, as llama.cpp's OpenMP build wants (``integrations/litellm.py``).
-Requests join and leave between rounds (continuous batching); ``step()`` runs one round and says
-what it did, so tests can drive it without the thread.
+One thread does every evaluation, as llama.cpp's OpenMP build wants (``serving/llamacpp.py``).
+Requests join and leave between rounds (continuous batching).
 """
 
 from __future__ import annotations
@@ -22,10 +21,6 @@ import numpy as np
 from ..errors import RelayGenError
 
 GATHER_SECONDS = 0.02  # how long a round waits for requests still busy between evaluations
-
-
-class Cancelled(RelayGenError):
-    """The request was cancelled (its client went away): it stops at its next evaluation."""
 
 
 class Model(Protocol):
@@ -52,19 +47,8 @@ class Job:
     parts: list[np.ndarray] = field(default_factory=list)  # rows of the chunks evaluated so far
 
 
-@dataclass(frozen=True)
-class Round:
-    """What one round did: for each model, the sequences it evaluated and the tokens in its call."""
-
-    calls: tuple[tuple[Model, tuple[int, ...], int], ...]
-
-    @property
-    def sequences(self) -> int:
-        return sum(len(seqs) for _, seqs, _ in self.calls)
-
-
 class Scheduler:
-    def __init__(self, gather_seconds: float = GATHER_SECONDS, thread: bool = True):
+    def __init__(self, gather_seconds: float = GATHER_SECONDS):
         self.gather_seconds = gather_seconds
         self._cv = threading.Condition()
         self._pending: list[Job] = []
@@ -75,10 +59,8 @@ class Scheduler:
         self.calls = 0  # model calls so far, and the sequences they evaluated (their mean: how much batching)
         self.sequences = 0
         self.busy_seconds = 0.0  # time spent in model calls (the rest of a request's time is Python and waiting)
-        self._thread = None
-        if thread:
-            self._thread = threading.Thread(target=self._loop, name="relaygen-models", daemon=True)
-            self._thread.start()
+        self._thread = threading.Thread(target=self._loop, name="relaygen-models", daemon=True)
+        self._thread.start()
 
     # --- the requests' side ----------------------------------------------------------------------
     def join(self) -> None:
@@ -90,18 +72,13 @@ class Scheduler:
             self._members -= 1
             self._cv.notify_all()  # a round may have been waiting for this request
 
-    def submit(self, job: Job, cancelled: threading.Event | None = None) -> np.ndarray:
+    def submit(self, job: Job) -> np.ndarray:
         """Queue ``job`` for the next round and wait for its logits."""
-        if cancelled is not None and cancelled.is_set():
-            raise Cancelled("the request was cancelled")
         with self._cv:
             if self._closed:
                 raise RelayGenError("the engine is closed")
             self._pending.append(job)
             self._cv.notify_all()
-        if self._thread is None:  # driven by step() (tests): run rounds here until this job is done
-            while not job.done.is_set():
-                self.step()
         job.done.wait()
         if job.error is not None:
             raise job.error
@@ -123,19 +100,19 @@ class Scheduler:
                     self._cv.wait(left)
             self.step()
 
-    def step(self) -> Round:
+    def step(self) -> None:
         """One round: every model evaluates its queued jobs in one call; finished jobs wake their requests."""
         with self._cv:
             jobs, self._pending = self._pending, []
         by_model: dict[int, list[Job]] = {}
         for job in jobs:
             by_model.setdefault(id(job.model), []).append(job)
-        calls, unfinished = [], []
+        unfinished = []
         for group in by_model.values():
             model = group[0].model
             t0 = time.perf_counter()
             try:
-                evaluated = model.run(group)
+                model.run(group)
             except BaseException as e:  # a failed call fails every job in it, never the thread
                 for job in group:
                     job.error = e
@@ -143,7 +120,6 @@ class Scheduler:
                 continue
             finally:
                 self.busy_seconds += time.perf_counter() - t0
-            calls.append((model, tuple(j.seq for j in group), evaluated))
             self.widest = max(self.widest, len(group))
             self.calls += 1
             self.sequences += len(group)
@@ -156,7 +132,6 @@ class Scheduler:
             with self._cv:
                 self._pending[:0] = unfinished
         self.rounds += 1
-        return Round(tuple(calls))
 
     def close(self) -> None:
         with self._cv:
@@ -166,12 +141,12 @@ class Scheduler:
                 job.done.set()
             self._pending = []
             self._cv.notify_all()
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
     def call(self, fn, *args):
         """Run ``fn`` on the model thread (loading or freeing a context) and return its result."""
-        if self._thread is None or threading.current_thread() is self._thread:
+        if threading.current_thread() is self._thread:
             return fn(*args)
         box: dict = {}
 

@@ -13,9 +13,9 @@ _END = re.compile(r"[.!?](?=\s)|\n\n")
 _END_FINAL = re.compile(r"[.!?](?=\s|$)|\n\n")
 
 
-def find_sentence_end(text: str, start: int = 0, final: bool = False) -> int | None:
-    """Index just past the first sentence end at or after ``start``, or None."""
-    span = sentence_end_span(text, start, final)
+def find_sentence_end(text: str, start: int = 0) -> int | None:
+    """Index just past the first sentence end at or after ``start`` in text still being written, or None."""
+    span = sentence_end_span(text, start)
     return span[1] if span else None
 
 

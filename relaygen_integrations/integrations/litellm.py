@@ -3,25 +3,26 @@
 ``register()`` adds it to ``litellm.custom_provider_map``; the LiteLLM proxy loads the module-level
 ``handler`` from its config (README). Each model string loads one engine per process, on first use.
 
-Concurrency: each model string is one ``ConcurrentEngine`` (``core/serving.py``) serving up to
-``max_batch`` requests at once (default 4 on llama.cpp and servers; llama.cpp evaluates them together
-in batched rounds); more wait up to ``queue_timeout`` seconds for a free sequence, then fail with
-``litellm.Timeout``. A request runs in a thread of its own, so a slow or vanished reader never holds
-the others back; a stream that is closed or cancelled stops its request within a step.
+Concurrency: each model string is one ``ConcurrentEngine`` (``serving/pool.py``) serving up to
+``max_batch`` requests at once (default: the backend's ``default_max_batch``, 4 on llama.cpp and servers;
+llama.cpp evaluates them together in batched rounds); more wait up to ``queue_timeout`` seconds for a
+free sequence, then fail with ``litellm.Timeout``. A request is prepared once, on the call, and runs in
+a worker of the engine, so a slow or vanished reader never holds the others back; an async stream gets
+its events posted to the event loop, and a stream that is closed or cancelled stops its request within
+a step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
-import functools
 import math
 import os
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 
 # Importing litellm otherwise fetches a model price list from GitHub; its bundled copy is enough here.
@@ -31,13 +32,13 @@ import litellm  # noqa: E402
 from litellm import CustomLLM  # noqa: E402
 from litellm.types.utils import Delta, ModelResponseStream, StreamingChoices  # noqa: E402
 
-from ..core.engine import RelayEngine  # noqa: E402
-from ..core.serving import ConcurrentEngine  # noqa: E402
-from ..core.events import RelayResult, RelayStats  # noqa: E402
+from ..core.engine import Engine  # noqa: E402
+from ..core.events import RelayEvent, RelayResult, RelayStats  # noqa: E402
+from ..core.request import Request  # noqa: E402
 from ..core.sampling import SamplingParams  # noqa: E402
 from ..errors import (ConfigError, ContextWindowError, ModelNotFoundError, QueueTimeoutError, RelayGenError,  # noqa: E402
                       ServerError)
-from .async_stream import in_thread  # noqa: E402
+from ..serving.pool import ConcurrentEngine  # noqa: E402
 from .litellm_routing import check_pair_names  # noqa: E402
 
 PROVIDER = "relaygen"
@@ -45,7 +46,6 @@ SAMPLING = ("max_tokens", "max_completion_tokens", "temperature", "top_p", "top_
 NO_OPS = ("stream", "stream_options", "user", "max_retries")  # LiteLLM's own options, an end-user id
 THINK_MARKERS = ("</think>",)  # a pair whose reasoning ends here is a thinking model: split its output
 QUEUE_TIMEOUT = 600.0  # seconds a request waits for a free sequence by default
-MAX_BATCH = 4  # concurrent requests per engine by default (llama.cpp and servers)
 LOAD_RETRY_AFTER = 30.0  # seconds a failed load is answered from memory before it is tried again
 FINISH = {"stop": "stop", "stop_string": "stop", "length": "length", "context": "length"}
 
@@ -55,8 +55,8 @@ class RelayGenProvider(CustomLLM):
     ``RelaySpec``'s fields, the relay settings and the chosen backend's options, checked here);
     ``reasoning_content``: ``"auto"`` splits reasoning and answer for thinking pairs (marker ``</think>``),
     ``True``/``False`` always/never; ``queue_timeout``: seconds a request may wait for a free sequence
-    (finite: no request waits forever); ``max_batch``: concurrent requests per model string (default 4,
-    1 for the hf backend)."""
+    (finite: no request waits forever); ``max_batch``: concurrent requests per model string (default: the
+    backend's ``default_max_batch``: 4 on llama.cpp and servers, 1 for the hf backend)."""
 
     def __init__(self, reasoning_content: bool | str = "auto", queue_timeout: float = QUEUE_TIMEOUT,
                  **load_options: Any):
@@ -68,10 +68,11 @@ class RelayGenProvider(CustomLLM):
             raise ConfigError(f"queue_timeout must be a positive number of seconds, not {queue_timeout!r}")
         self.queue_timeout = float(queue_timeout)
         self.load_options = {"progress": False, **load_options}
+        from ..backends import backend_class
         from ..options import RelaySpec
 
         spec = RelaySpec.from_mapping(self.load_options)
-        self.load_options.setdefault("max_batch", MAX_BATCH if spec.backend in ("llamacpp", "openai") else 1)
+        self.load_options.setdefault("max_batch", backend_class(spec.backend).default_max_batch)
         self.load_options["queue_timeout"] = self.queue_timeout
         RelaySpec.from_mapping(self.load_options)  # a keyword no backend or relay setting takes fails here, at once
         self._engines: dict[str, ConcurrentEngine] = {}
@@ -115,18 +116,23 @@ class RelayGenProvider(CustomLLM):
 
     def streaming(self, model: str, messages: list, optional_params: dict, litellm_params: dict | None = None,
                   **_: Any) -> Iterator[ModelResponseStream]:
-        with _as_litellm_errors(model):  # bad requests fail here, at the call, not at the first chunk
-            params = self._params(model, optional_params, litellm_params)
-            engine = self._engine(model)
-            engine.check(messages, params)
-        return self._chunks(engine, model, messages, params)
+        engine, request = self._prepare(model, messages, optional_params, litellm_params)
+        return self._chunks(engine, model, request)
 
     def astreaming(self, model: str, messages: list, optional_params: dict, litellm_params: dict | None = None,
                    **_: Any) -> AsyncIterator[ModelResponseStream]:
         """LiteLLM calls this in a worker thread (so loading may block) and iterates the result on its
-        event loop; generation runs in a thread of its own that stops when the stream is cancelled."""
-        chunks = self.streaming(model, messages, optional_params, litellm_params)
-        return in_thread(chunks)
+        event loop, where the engine posts the request's events; cancelling the stream cancels the request."""
+        engine, request = self._prepare(model, messages, optional_params, litellm_params)
+        return self._achunks(engine, model, request)
+
+    def _prepare(self, model: str, messages: list, optional_params: dict,
+                 litellm_params: dict | None) -> tuple[ConcurrentEngine, Request]:
+        """The engine and the prepared request: a bad one fails here, at the call, not at the first chunk."""
+        with _as_litellm_errors(model):
+            params = self._params(model, optional_params, litellm_params)
+            engine = self._engine(model)
+            return engine, engine.prepare(messages, params)
 
     # --- helpers ------------------------------------------------------------------------------
     def _engine(self, model: str) -> ConcurrentEngine:
@@ -168,7 +174,7 @@ class RelayGenProvider(CustomLLM):
         return SamplingParams(max_tokens=budget if budget is not None else SamplingParams.max_tokens,
                               stop=(stop,) if isinstance(stop, str) else tuple(stop), **kwargs).validated()
 
-    def _splits(self, engine: "RelayEngine | ConcurrentEngine") -> bool:
+    def _splits(self, engine: Engine) -> bool:
         if self.reasoning_content == "auto":
             return engine.config.reasoning_end in THINK_MARKERS
         return bool(self.reasoning_content)
@@ -187,47 +193,66 @@ class RelayGenProvider(CustomLLM):
         setattr(response, "usage", _usage(result.stats))
         return response
 
-    def _chunks(self, engine: ConcurrentEngine, model: str, messages: list,
-                params: SamplingParams) -> Iterator[ModelResponseStream]:
-        """Text deltas as the engine writes them. The last one is held back to carry the finish reason and
-        the usage (LiteLLM reads usage only from a chunk with content). Closing the stream cancels the request."""
+    def _chunks(self, engine: ConcurrentEngine, model: str, request: Request) -> Iterator[ModelResponseStream]:
+        """Text deltas as the engine writes them. Closing the stream cancels the request."""
+        writer = _ChunkWriter(model, self._splits(engine), engine.config.reasoning_end)
         with _as_litellm_errors(model):  # a request that waits too long for a sequence fails at its first chunk
-            yield from self._engine_chunks(engine, model, messages, params)
+            with closing(engine.stream(request)) as events:
+                for event in events:
+                    yield from writer.feed(event)
 
-    def _engine_chunks(self, engine: ConcurrentEngine, model: str, messages: list,
-                       params: SamplingParams) -> Iterator[ModelResponseStream]:
-        split = self._splits(engine)
-        reasoning = _ReasoningFilter(engine.config.reasoning_end or "")
-        chunk = functools.partial(_chunk, stream_id=f"chatcmpl-{uuid.uuid4()}")  # one id for all of a stream's chunks
-        events = engine.stream(messages, params)
-        pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
-        answer_started = False
-        try:
-            while (event := next(events, None)) is not None:
-                if event.kind == "text":
-                    pieces = [("content", event.text)]
-                    if split and event.stage == "reasoning":  # a token can hold the marker and answer text after it
-                        pieces = [("reasoning_content", reasoning.feed(event.text)), ("content", reasoning.after())]
-                    for field, text in pieces:
-                        if split and field == "content" and not answer_started:
-                            text = text.lstrip()  # as the non-streamed content
-                        answer_started = answer_started or (field == "content" and bool(text))
-                        if text:
-                            if pending is not None:
-                                yield chunk(model, *pending)
-                            pending = (field, text, event.model)
-                elif event.kind == "done":
-                    rest = reasoning.rest() if split else ""
-                    if rest:  # reasoning cut by the budget before its marker
-                        if pending is not None:
-                            yield chunk(model, *pending)
-                        pending = ("reasoning_content", rest, None)
-                    stats = event.result.stats
-                    usage = _usage(stats)
-                    yield chunk(model, *(pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
-                                usage, relay=usage.relay)
-        finally:
-            events.close()  # a closed or cancelled stream: its request stops within a step
+    async def _achunks(self, engine: ConcurrentEngine, model: str, request: Request) -> AsyncIterator[ModelResponseStream]:
+        """``_chunks`` on the event loop."""
+        writer = _ChunkWriter(model, self._splits(engine), engine.config.reasoning_end)
+        with _as_litellm_errors(model):
+            events = engine.astream(request)
+            try:
+                async for event in events:
+                    for chunk in writer.feed(event):
+                        yield chunk
+            finally:
+                await events.aclose()
+
+
+class _ChunkWriter:
+    """Relay events as LiteLLM stream chunks. The last delta is held back to carry the finish reason and
+    the usage (LiteLLM reads usage only from a chunk with content)."""
+
+    def __init__(self, model: str, split: bool, marker: str | None):
+        self.model, self.split = model, split
+        self.reasoning = _ReasoningFilter(marker or "")
+        self.stream_id = f"chatcmpl-{uuid.uuid4()}"  # one id for all of a stream's chunks
+        self.pending: tuple[str, str, str | None] | None = None  # (field, text, model that wrote it), not yet sent
+        self.answer_started = False
+
+    def _chunk(self, *args) -> ModelResponseStream:
+        return _chunk(self.model, *args, stream_id=self.stream_id)
+
+    def feed(self, event: RelayEvent) -> list[ModelResponseStream]:
+        out = []
+        if event.kind == "text":
+            pieces = [("content", event.text)]
+            if self.split and event.stage == "reasoning":  # a token can hold the marker and answer text after it
+                pieces = [("reasoning_content", self.reasoning.feed(event.text)), ("content", self.reasoning.after())]
+            for field, text in pieces:
+                if self.split and field == "content" and not self.answer_started:
+                    text = text.lstrip()  # as the non-streamed content
+                self.answer_started = self.answer_started or (field == "content" and bool(text))
+                if text:
+                    if self.pending is not None:
+                        out.append(self._chunk(*self.pending))
+                    self.pending = (field, text, event.model)
+        elif event.kind == "done":
+            rest = self.reasoning.rest() if self.split else ""
+            if rest:  # reasoning cut by the budget before its marker
+                if self.pending is not None:
+                    out.append(self._chunk(*self.pending))
+                self.pending = ("reasoning_content", rest, None)
+            stats = event.result.stats
+            usage = _usage(stats)
+            out.append(self._chunk(*(self.pending or ("content", "", None)), FINISH.get(stats.finish_reason, "stop"),
+                                   usage, usage.relay))
+        return out
 
 
 class _ReasoningFilter:
@@ -284,14 +309,16 @@ def _chunk(model: str, field: str, text: str, writer: str | None, finish: str | 
     return chunk
 
 
+RELAY_USAGE = ("large_tokens", "small_tokens", "large_share", "switches", "check", "sentences_checked", "sentences_cut",
+               "small_tokens_discarded", "cut_tokens", "seconds")  # the fields of RelayStats.summary() in usage.relay
+
+
 def _usage(stats: RelayStats) -> Any:
     """OpenAI's three counts plus ``relay``: who wrote how much, switches, the check's counts, time."""
-    prompt = stats.large.prompt_tokens or stats.small.prompt_tokens
-    return litellm.Usage(prompt_tokens=prompt, completion_tokens=stats.generated_tokens,
-                         total_tokens=prompt + stats.generated_tokens,
-                         relay={"large_tokens": stats.large.generated_tokens, "small_tokens": stats.small.generated_tokens,
-                                "large_share": round(stats.large_share, 4), "switches": stats.switches,
-                                **stats.check_counts(), "seconds": round(stats.wall_seconds, 3)})
+    summary = stats.summary()
+    prompt, generated = summary["prompt_tokens"], summary["generated_tokens"]
+    return litellm.Usage(prompt_tokens=prompt, completion_tokens=generated, total_tokens=prompt + generated,
+                         relay={k: summary[k] for k in RELAY_USAGE})
 
 
 @contextmanager

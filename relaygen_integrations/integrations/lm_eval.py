@@ -2,7 +2,7 @@
 
 ``generate_until`` runs each request through the relay engine: one at a time with ``batch_size=1``
 (the default), up to ``batch_size`` at once otherwise (``auto``: 4), evaluated together in llama.cpp's
-batched rounds or sent to the servers concurrently (``core/serving.py``). ``loglikelihood`` and ``loglikelihood_rolling`` are scored by the large model alone
+batched rounds or sent to the servers concurrently (``serving/pool.py``). ``loglikelihood`` and ``loglikelihood_rolling`` are scored by the large model alone
 (the small one with ``mode=small``): switching only changes how text is generated, so scoring with
 the relay would mean nothing. Per-request relay statistics go to a JSONL file beside lm-eval's
 ``--output_path`` and, aggregated per task, into the results file's ``config.relaygen``.
@@ -26,7 +26,7 @@ from typing import Any
 from lm_eval.api.model import LM
 from tqdm import tqdm
 
-from ..core.engine import RelayEngine
+from ..core.engine import Engine
 from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError, ContextWindowError, RelayGenError
@@ -105,7 +105,7 @@ class RelayGenLM(LM):
     """
 
     @_one_line_errors
-    def __init__(self, engine: RelayEngine | None = None, stats_path: str | None = None, progress: bool = True,
+    def __init__(self, engine: Engine | None = None, stats_path: str | None = None, progress: bool = True,
                  **model_args: Any):
         super().__init__()
         args = dict(model_args)
@@ -129,28 +129,27 @@ class RelayGenLM(LM):
         self._seen: Counter = Counter()
         self._stats_file = Path(stats_path) if stats_path else stats_path_beside_output(pretrained)
         if engine is None:
-            from ..loader import build, build_concurrent
+            from ..backends import backend_class
+            from ..loader import build
             from ..options import RelaySpec
+            from ..serving.build import build_concurrent
 
             spec = RelaySpec.from_mapping({"pair": self.pair, "progress": progress, **args,
                                            **({"profile": cues} if cues is not None else {})},
                                           what="relaygen model argument")
             spec = _apply_device(spec, device)
             if batch_size == "auto":
-                batch_size = 4 if spec.backend in ("llamacpp", "openai") else 1
+                batch_size = backend_class(spec.backend).default_max_batch
             engine = build(spec) if batch_size == 1 else build_concurrent(replace(spec, max_batch=batch_size),
                                                                           scoring=True)
         elif args:
             raise ConfigError(f"with engine= the engine's own configuration applies; drop {', '.join(sorted(args))}")
         self.engine = engine
-        self.batch_size = getattr(engine, "max_batch", 1)
+        self.batch_size = engine.max_batch
         mode = engine.config.mode  # an engine passed in brings its own configuration
-        from ..speculative import SpeculativeBackend
-
-        speculative = isinstance(engine.large, SpeculativeBackend)
-        drafter = engine.large.drafter if speculative else None
-        scorer = engine.small if mode == "small" else engine.large.target if speculative else engine.large
-        self.scorer = getattr(scorer, "base", scorer)  # a batched engine's sequence scores with its loaded model
+        drafter = getattr(engine.large, "drafter", None)  # a SpeculativeBackend's
+        self.scoring = engine.small if mode == "small" else engine.large  # the model whose scorer() scores
+        self.scorer = self.scoring.scorer()  # None where it cannot score (require_scoring says so)
         self.info = {"pair": self.pair, "large": model_args.get("large"), "small": model_args.get("small"),
                      "backend": model_args.get("backend", "llamacpp"), "mode": mode,
                      "profile": engine.profile.name, "cues": list(engine.profile.cues),
@@ -206,7 +205,7 @@ class RelayGenLM(LM):
 
     @_one_line_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        require_scoring(self.scorer, "loglikelihood (multiple-choice tasks)")
+        require_scoring(self.scoring, "loglikelihood (multiple-choice tasks)")
         results: list[tuple[float, bool] | None] = [None] * len(requests)
         # requests that share a context run back to back: the KV cache keeps the context between them
         order = sorted(range(len(requests)), key=lambda i: (_context_key(requests[i].args[0]), requests[i].args[1]))
@@ -224,7 +223,7 @@ class RelayGenLM(LM):
         takes ``(logprob, False)``. The request's own shape says which contract applies."""
         from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
-        require_scoring(self.scorer, "loglikelihood_rolling (perplexity tasks)")
+        require_scoring(self.scoring, "loglikelihood_rolling (perplexity tasks)")
         out: list = []
         start = self.scorer.document_start_token()
         for req in tqdm(requests, desc="relaygen loglikelihood_rolling", disable=disable_tqdm or not self.progress):
@@ -253,7 +252,7 @@ class RelayGenLM(LM):
 
     @property
     def tokenizer_name(self) -> str:
-        return f"relaygen:{Path(str(getattr(self.engine.large, 'path', self.pair or 'default'))).name}"
+        return f"relaygen:{Path(str(getattr(self.scorer, 'path', None) or self.pair or 'default')).name}"
 
     def chat_template(self, chat_template: bool | str = False) -> str:
         """What the template renders for a probe conversation (lm-eval logs and hashes it)."""

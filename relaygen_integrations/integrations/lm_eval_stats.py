@@ -14,15 +14,8 @@ from ..core.events import RelayResult
 
 
 def request_record(req, result: RelayResult) -> dict:
-    """One lm-eval request's relay statistics: who wrote how many tokens, switches, checks, time."""
-    s = result.stats
-    return {
-        "task": req.task_name, "doc_id": req.doc_id, "prompt_tokens": (s.large.prompt_tokens or s.small.prompt_tokens),
-        "generated_tokens": s.generated_tokens, "large_tokens": s.large.generated_tokens,
-        "small_tokens": s.small.generated_tokens, "large_share": round(s.large_share, 4),
-        "switches": s.switches, **s.check_counts(), "seconds": round(s.wall_seconds, 3),
-        "finish_reason": s.finish_reason, "cues_fired": s.cues_fired,
-    }
+    """One lm-eval request's relay statistics: ``RelayStats.summary()`` under the request's task and doc."""
+    return {"task": req.task_name, "doc_id": req.doc_id, **result.stats.summary()}
 
 
 def write_stats(path: Path | None, records: list[dict]) -> None:

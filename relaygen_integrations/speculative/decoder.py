@@ -69,6 +69,17 @@ class SpeculativeBackend:
     def pause(self) -> None:
         self.target.pause()
 
+    # --- capabilities: the target's (speculation is not combined with batched requests yet) ----------
+    concurrency = "single"
+    default_max_batch = 1
+    local_ids = False
+
+    def on_gpu(self) -> bool:
+        return self.target.on_gpu()
+
+    def scorer(self):
+        return self.target.scorer()
+
     # --- speculation -------------------------------------------------------------------------
     def next_token(self, context: Sequence[int], sampler: Sampler) -> Step:
         """A verified token of the current plan (no evaluation), or a new draft verified in one batch."""

@@ -174,7 +174,7 @@ def test_concurrent_relays_over_two_servers_all_finish(smollm2_servers):
     load test's level of 2 clients). The testing helper starts the servers queueing instead."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from relaygen_integrations.loader import load_concurrent
+    from relaygen_integrations import load_concurrent
 
     large, small = smollm2_servers
     engine = load_concurrent("smollm2-135m-self", backend="openai", large_url=large, small_url=small, max_batch=3,

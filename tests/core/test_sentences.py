@@ -1,4 +1,4 @@
-from relaygen_integrations.core.sentences import ends_on_open_mark, find_sentence_end
+from relaygen_integrations.core.sentences import ends_on_open_mark, find_sentence_end, sentence_end_span
 
 
 def test_decimals_do_not_end_a_sentence():
@@ -16,7 +16,7 @@ def test_marks_and_blank_lines():
 def test_a_mark_at_the_end_is_open_until_the_next_character():
     assert find_sentence_end("so x = 3.") is None
     assert ends_on_open_mark("so x = 3.")
-    assert find_sentence_end("so x = 3.", final=True) == len("so x = 3.")
+    assert sentence_end_span("so x = 3.", final=True) == (len("so x = 3") , len("so x = 3."))
     assert not ends_on_open_mark("so x = 3")
 
 

@@ -303,7 +303,7 @@ def test_streamed_answer_keeps_text_that_shares_a_token_with_the_reasoning_end_m
     from scripted import ScriptedBackend
 
     from relaygen_integrations import RelayEngine
-    from relaygen_integrations.core.serving import ConcurrentEngine
+    from relaygen_integrations.serving.pool import ConcurrentEngine
 
     pieces = ["Rain", " is", " formed", " when", " vapour", " cools", "."]
     engine = RelayEngine(ScriptedBackend(pieces), ScriptedBackend(pieces), ["Never"],
@@ -364,8 +364,8 @@ def test_a_request_beyond_max_batch_waits_at_most_queue_timeout(smollm2_path):
 def test_a_failed_load_is_not_retried_on_every_request(smollm2_path, tmp_path, monkeypatch):
     """Regression: after a load failed, every request loaded everything again (seconds each) before
     failing the same way. Now the error is answered from memory for a while, then tried again."""
-    from relaygen_integrations import loader
     from relaygen_integrations.integrations import litellm as provider_module
+    from relaygen_integrations.serving import build as loader
 
     broken = tmp_path / "broken.gguf"
     broken.write_bytes(smollm2_path.read_bytes()[:-1])

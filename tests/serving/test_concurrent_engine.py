@@ -12,7 +12,7 @@ import pytest
 
 from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend
-from relaygen_integrations.backends.llamacpp_batch import batched_engine
+from relaygen_integrations.serving.llamacpp import batched_engine
 from relaygen_integrations.errors import ConfigError, QueueTimeoutError
 from busy_cues import ANY_LETTER
 from round_gate import hold_rounds
@@ -70,7 +70,7 @@ def test_concurrent_relays_equal_serial_ones_and_requests_join_and_leave(pair, s
     try:
         got = _concurrently(lambda i: engine.generate(PROMPTS[i], _params(i, seeded), chat=False), len(PROMPTS))
         assert engine.scheduler.widest > 1  # several sequences did share a call
-        assert engine.active == 0 and engine._free.qsize() == 4  # every sequence is free again
+        assert engine.active == 0 and engine.pool.free == 4  # every sequence is free again
     finally:
         engine.close()
     serial = RelayEngine(_local(pair[0]), _local(pair[1]), ANY_LETTER, RelayConfig(min_large_tokens=1))
@@ -172,7 +172,7 @@ def test_quantised_model_concurrent_tokens_are_its_own_first_choices(smollm2_pat
 
 
 def test_bad_concurrency_settings_are_one_clear_error(pair):
-    from relaygen_integrations.loader import load_concurrent, load_pair
+    from relaygen_integrations import load_concurrent, load_pair
 
     for bad in (0, -1, 1.5, True, 1000):
         with pytest.raises(ConfigError, match="max_batch must be an integer in 1..256"):
