@@ -64,3 +64,14 @@ def test_a_flag_for_another_backend_is_an_error_never_dropped():
     assert p.returncode == 2 and "--threads: not an option of the openai backend (it is one of llamacpp and hf)" in p.stderr
     zero = relaygen("generate", "hi", "--n-ctx", "0")
     assert zero.returncode == 2 and "n_ctx must be a positive integer, got 0" in zero.stderr
+
+
+def test_a_truncated_answer_holds_only_what_the_models_wrote_within_max_tokens(smollm2_path):
+    """Regression: `relaygen generate hi --max-tokens 8` ended with the reasoning-end marker, appended by the
+    budget rule although the answer stage gets no tokens, and returned more tokens than the budget."""
+    p = relaygen("generate", "hi", "--pair", "smollm2-135m-self", "--temperature", "0", "--max-tokens", "8",
+                 "--reasoning-end", "\\boxed{", "--json", *BUSY)
+    assert p.returncode == 0, p.stderr
+    rec = json.loads(p.stdout)
+    assert "forced" not in {s["model"] for s in rec["segments"]} and rec["stats"]["forced_tokens"] == 0
+    assert sum(s["tokens"] for s in rec["segments"]) == rec["summary"]["generated_tokens"] <= 8

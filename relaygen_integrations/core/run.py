@@ -178,7 +178,9 @@ class _Run:
         segment_start = 0  # where the current small segment's text starts
         reasoning_limit = budget - cfg.answer_reserve_tokens
         while True:
-            at_limit = out.stage == "reasoning" and cfg.reasoning_end and self.generated >= reasoning_limit
+            # The reasoning ran out of its budget: the marker opens the answer stage, only if that stage has
+            # tokens left to write after it (a truncated answer holds only what the models wrote).
+            at_limit = out.stage == "reasoning" and cfg.reasoning_end and reasoning_limit <= self.generated < budget
             if (at_limit or self.generated >= budget) and check.open and self._check():
                 yield self._hand_back()  # the cut gave the budget room again
                 continue

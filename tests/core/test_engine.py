@@ -205,3 +205,15 @@ def test_segment_token_counts_add_up_when_a_character_spans_tokens_at_a_switch()
     for role in ("large", "small"):
         assert sum(s.tokens for s in r.segments if s.model == role) == getattr(r.stats, role).generated_tokens
     assert [s.tokens for s in r.segments] == [1, 2, 2]
+
+
+@pytest.mark.parametrize("budget", [3, 6, 8])
+def test_a_budget_that_runs_out_in_reasoning_with_no_reserve_appends_nothing(budget):
+    """Regression: the budget rule appended the reasoning-end marker although the answer stage got no tokens
+    (answer_reserve_tokens 0): `relaygen generate hi --max-tokens 8` ended with `\\boxed{` and its tokens."""
+    r = pair(BOXED, cues=("nothing",), reasoning_end="\\boxed{").generate(
+        "q", SamplingParams(temperature=0, max_tokens=budget))
+    assert r.text == "".join(BOXED[:budget]) and "\\boxed{" not in r.text
+    assert r.stats.forced_tokens == 0 and "forced" not in [s.model for s in r.segments]
+    assert sum(s.tokens for s in r.segments) == r.stats.generated_tokens == budget
+    assert r.answer == "" and r.stats.finish_reason == "length"
