@@ -145,7 +145,7 @@ class RelayGenProvider(CustomLLM):
                 failed = self._failed.get(model)
                 if failed is not None and time.monotonic() - failed[0] < LOAD_RETRY_AFTER:
                     raise type(failed[1])(str(failed[1]))  # the same error again, without loading again
-                from ..loader import load_concurrent
+                from ..serving.build import load_concurrent
 
                 try:
                     options = dict(self.load_options)  # a profile in the model string wins over the handler's
