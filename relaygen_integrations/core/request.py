@@ -100,8 +100,15 @@ def content_spans(text: str, contents: list[str]) -> tuple[tuple[int, int], ...]
 
 
 def tokenize_prompt(backend: "Backend", prompt: PromptText) -> list[int]:
-    """The prompt in ``backend``'s tokens."""
-    return backend.prompt_tokens(prompt.text)
+    """The prompt in ``backend``'s tokens: markup with control tokens parsed, content as plain text (a
+    server backend gets the text whole: its server tokenises it)."""
+    pieces = prompt.pieces()
+    if backend.local_ids or len(pieces) == 1 and pieces[0][1]:
+        return backend.prompt_tokens(prompt.text)  # raw text, or a template with no content in it
+    ids: list[int] = []
+    for piece, markup in pieces:
+        ids += backend.tokenize(piece.encode("utf-8"), special=markup, add_bos=not ids)
+    return ids
 
 
 def check_fits(ids: list[int], backend: "Backend", role: str) -> None:
