@@ -20,7 +20,8 @@ from .check import CheckPolicy
 from .config import RelayConfig
 from .events import RelayEvent, RelayResult
 from .profile import CueProfile, load_profile
-from .request import Request, check_fits, render, tokenize_prompt
+from .chat import ChatRenderer, tokenize_prompt
+from .request import Request, check_fits
 from .run import RunSetup, _Run
 from .sampling import SamplingParams
 
@@ -74,6 +75,7 @@ class RelayEngine:
         by_ids = self._check_pair()
         self.check_policy = self._check_policy(by_ids)
         self.setup = RunSetup(large, small, by_ids, self.profile.matcher(), self.check_policy, self.config)
+        self._render = ChatRenderer(large)  # the large model's template renders for both (checked alike)
         self._running = threading.Lock()  # held by the one request whose events are being read
 
     def _check_pair(self) -> bool:
@@ -116,7 +118,7 @@ class RelayEngine:
         parameters, an empty or over-long prompt) without touching a KV cache. ``chat=False`` sends a string
         prompt as raw text, without the chat template."""
         params = (params or SamplingParams()).validated()
-        text = render(self.large, prompt, chat)
+        text = self._render(prompt, chat)
         ids: dict[str, list[int] | None] = {}
         for role in self.setup.roles():
             backend: "Backend" = getattr(self, role)

@@ -19,7 +19,8 @@ from .checking import ContextFull, SentenceCheck
 from .config import RelayConfig
 from .events import ModelStats, RelayEvent, RelayResult, RelayStats, Role
 from .participant import Participant
-from .request import Request, check_fits, tokenize_prompt
+from .chat import tokenize_prompt
+from .request import Request, check_fits
 from .sampling import Sampler
 from .sentences import ends_on_open_mark, find_sentence_end
 from .transcript import Piece, Transcript

@@ -24,26 +24,32 @@ class Counting(ScriptedBackend):
         self.rendered += 1
         return super().chat_prompt(messages)
 
-    def prompt_tokens(self, prompt):
+    def tokenize(self, text, special=False, add_bos=False):
         self.tokenised += 1
-        return super().prompt_tokens(prompt)
+        return super().tokenize(text, special, add_bos)
 
 
 def engine(**cfg):
     return RelayEngine(Counting(SCRIPT), Counting(SCRIPT), ["Now,"], RelayConfig(**cfg))
 
 
-def test_a_request_is_rendered_and_tokenised_once_per_model_and_validated_once():
+def test_a_request_is_rendered_and_tokenised_once_then_runs_without_preparing_again():
     e = engine()
     large, small = e.large, e.small
+    messages = [{"role": "user", "content": "add"}]
     large.rendered = small.rendered = 0  # the engine's start-up probe of both templates
-    request = e.prepare([{"role": "user", "content": "add"}], GREEDY)
+    e.prepare(messages, GREEDY)
+    assert (large.rendered, small.rendered) == (2, 0)  # the large model's template, and once per conversation
+    large.rendered = large.tokenised = small.tokenised = 0  # shape its placeholder rendering (chat.py)
+    request = e.prepare(messages, GREEDY)
     assert isinstance(request, Request) and request.params.seed is not None  # a seed is fixed once, here
     assert set(request.prompt_ids) == {"large", "small"}
+    assert (large.rendered, small.rendered) == (1, 0)
+    pieces = large.tokenised
+    assert pieces == small.tokenised == 3  # template, content, template: once each
     r = e.generate(request)
     assert r.text == "".join(SCRIPT) and r.seed == request.params.seed
-    assert (large.rendered, small.rendered) == (1, 0)  # the large model's template renders for both
-    assert (large.tokenised, small.tokenised) == (1, 1)
+    assert (large.rendered, large.tokenised, small.tokenised) == (1, pieces, pieces)  # nothing again
 
 
 def test_check_is_prepare_and_a_bad_request_fails_there_before_any_cache_is_touched():
@@ -86,3 +92,35 @@ def test_a_request_cancelled_before_it_starts_writes_nothing():
     with pytest.raises(Cancelled):
         e.generate(request)
     assert e.large.tokens == []  # no model step was taken
+
+
+class Rewriting(ScriptedBackend):
+    """A template that changes contents beyond trimming (upper-cases them), and a control token ``<ctl>``."""
+
+    def chat_prompt(self, messages):
+        return super().chat_prompt([{**m, "content": m["content"].upper()} for m in messages])
+
+    def tokenize(self, text, special=False, add_bos=False):
+        ids = super().tokenize(text.replace(b"<ctl>", b""), special, add_bos)
+        return ids + [self.eos] if special and b"<ctl>" in text else ids  # the control token's id
+
+
+def test_a_template_that_rewrites_contents_tokenises_whole_unless_a_content_holds_control_text():
+    e = RelayEngine(Rewriting(SCRIPT), Rewriting(SCRIPT), ["Now,"])
+    request = e.prepare("add", GREEDY)
+    assert request.prompt.content_spans is None  # cannot be located: the whole text, as rendered
+    assert request.prompt_ids["large"] == e.large.prompt_tokens(request.prompt_text)
+    assert e.prepare("   trimmed  ", GREEDY).prompt.content_spans is None
+    with pytest.raises(ConfigError, match="holds control-token text"):
+        e.prepare("add <ctl>", GREEDY)
+
+
+def test_a_template_that_trims_contents_still_has_them_located():
+    class Trimming(ScriptedBackend):
+        def chat_prompt(self, messages):
+            return super().chat_prompt([{**m, "content": m["content"].strip()} for m in messages])
+
+    e = RelayEngine(Trimming(SCRIPT), Trimming(SCRIPT), ["Now,"])
+    prompt = e.prepare("  add  ", GREEDY).prompt
+    (span,) = prompt.content_spans
+    assert prompt.text[span[0]:span[1]] == "add"
