@@ -111,6 +111,11 @@ class RelayEngine:
             raise ConfigError(f"check={policy} needs the two models to share a vocabulary (hand-off by token id)")
         return policy
 
+    @property
+    def matcher(self):
+        """The cue matcher every request of this engine switches on."""
+        return self.setup.matcher
+
     # --- public API --------------------------------------------------------------------------
     def prepare(self, prompt: "str | Sequence[dict]", params: SamplingParams | None = None, *,
                 chat: bool = True) -> Request:
