@@ -27,7 +27,7 @@ from ..core.engine import RelayEngine, final_result
 from ..core.events import RelayEvent, RelayResult
 from ..core.request import Request
 from ..core.sampling import SamplingParams
-from ..errors import Cancelled, ConfigError, QueueTimeoutError
+from ..errors import ConfigError, QueueTimeoutError
 
 if TYPE_CHECKING:
     from ..core.scheduler import Scheduler
@@ -159,13 +159,16 @@ class ConcurrentEngine:
         slot = self.pool.lease(timeout)
         events: queue.SimpleQueue = queue.SimpleQueue()
         self.pool.workers.submit(self._produce, slot, request, events.put)
+        ended = False
         try:
             while (item := events.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
+                ended = item.kind == "done"  # the result is out: the request is whole
                 yield item
         finally:
-            request.cancel()  # read to its end or closed early: either way nothing more is wanted
+            if not ended:  # closed before its result (a client gone): nothing more is wanted
+                request.cancel()
 
     async def astream(self, prompt, params: SamplingParams | None = None, *, chat: bool = True,
                       timeout: float | None = None) -> AsyncIterator[RelayEvent]:
@@ -185,24 +188,24 @@ class ConcurrentEngine:
                 request.cancel()
 
         self.pool.workers.submit(self._produce, slot, request, post)
+        ended = False
         try:
             while (item := await events.get()) is not _END:
                 if isinstance(item, BaseException):
                     raise item
+                ended = item.kind == "done"  # the result is out: the request is whole
                 yield item
         finally:
-            request.cancel()
+            if not ended:
+                request.cancel()
 
     def _produce(self, slot: int, request: Request, post: Callable[[object], None]) -> None:
         try:
             with closing(self.slots[slot].stream(request)) as stream:
                 for event in stream:
-                    if request.cancelled.is_set():
-                        break
+                    request.raise_if_cancelled()
                     post(event)
-        except Cancelled:
-            pass
-        except BaseException as e:  # the reader raises it
+        except BaseException as e:  # the reader raises it (Cancelled too, if anyone still reads)
             post(e)
         finally:
             self.pool.release(slot)

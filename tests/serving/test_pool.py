@@ -101,3 +101,31 @@ def test_variants_lease_from_one_pool_so_two_requests_never_share_a_sequence(mod
         assert engine.generate("a dog", GREEDY, chat=False).text
     finally:
         engine.close()
+
+
+def test_a_prepared_request_runs_again_after_a_whole_stream_and_a_cancelled_one_says_so(models, tmp_path):
+    """Regression: reading a stream to its result cancelled its request, so running the prepared request a
+    second time ended without a result; a request cancelled by its holder now raises Cancelled to a reader."""
+    from relaygen_integrations.errors import Cancelled
+
+    engine = _engine(models)
+    try:
+        request = engine.prepare("the cat sat", GREEDY, chat=False)
+        first, second = engine.generate(request), engine.generate(request)
+        assert first.text == second.text and second.stats.finish_reason in ("stop", "length")
+    finally:
+        engine.close()
+    endless = write_tiny_gguf(tmp_path / "endless.gguf", seed=0, endless=True)
+    engine = _engine((endless, models[1]), max_batch=1, mode="large")
+    try:
+        request = engine.prepare("a dog ran", SamplingParams(temperature=0, max_tokens=400), chat=False)
+        events = engine.stream(request)
+        next(events)
+        gate = hold_rounds(engine.scheduler)  # the request waits for a round: it cannot end meanwhile
+        request.cancel()
+        gate.open.set()
+        with pytest.raises(Cancelled):
+            list(events)
+        _wait(lambda: engine.active == 0)
+    finally:
+        engine.close()
