@@ -147,9 +147,12 @@ def test_a_cancelled_stream_frees_its_sequence_and_leaves_the_engine_usable(prov
                                                          temperature=0, max_tokens=400):
                 got.append(chunk)
 
+        async def first_chunks():
+            while len(got) < 3:
+                await asyncio.sleep(0.01)
+
         task = asyncio.create_task(consume())
-        while len(got) < 3:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(first_chunks(), 60)  # bounded: a stream that never starts fails the test
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -344,7 +347,9 @@ def test_a_request_beyond_max_batch_waits_at_most_queue_timeout(smollm2_path):
         held = threading.Thread(target=litellm.completion, kwargs=dict(
             model="relaygen/smollm2-135m-self", messages=ask("Tell a long story."), max_tokens=20))
         held.start()
+        deadline = time.monotonic() + 60  # a regression fails the test instead of hanging the suite
         while engine.active == 0:
+            assert time.monotonic() < deadline, "the held request never started"
             time.sleep(0.01)
         start = time.monotonic()
         with pytest.raises(litellm.Timeout, match=r"waited 1\.5 s for a free sequence: all 1 \(max_batch\)"):

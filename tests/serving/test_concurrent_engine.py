@@ -103,7 +103,9 @@ def test_a_request_beyond_max_batch_waits_then_fails_with_a_clear_error(pair):
         first = engine.stream(PROMPTS[0], SamplingParams(temperature=0, max_tokens=30), chat=False)
         holder = threading.Thread(target=lambda: list(first))
         holder.start()
+        deadline = time.monotonic() + 60  # a regression fails the test instead of hanging the suite
         while engine.active == 0:
+            assert time.monotonic() < deadline, "the first request never started"
             time.sleep(0.01)
         t0 = time.monotonic()
         with pytest.raises(QueueTimeoutError, match=r"waited 0.2 s for a free sequence: all 1 \(max_batch\)"):

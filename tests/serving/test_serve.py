@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,21 +96,21 @@ def test_serve_gives_an_openai_endpoint_with_relay_usage_and_a_key(smollm2_path)
 
 def test_a_client_that_disconnects_mid_stream_frees_its_sequence(tmp_path):
     """One sequence, a large model that never ends its text: after the client drops its stream, the next
-    request is served at once; had the first kept running to its 8,000-token budget (about 7 s here at
-    0.85 ms a token), the next would have waited past its 1 s queue timeout."""
+    request is served within its queue timeout (3 s); had the first kept running to its 8,000-token budget
+    (about 7 s here at 0.85 ms a token, more on a loaded machine), the next would have failed waiting. No
+    wall-clock bound of the test's own: the server's queue timeout is the measure."""
     endless = write_tiny_gguf(tmp_path / "endless.gguf", seed=0, endless=True, n_ctx=8192, chat_template=CHATML)
     with served("--pair", "smollm2-135m-self", "--large", str(endless), "--small", str(endless), "--mode", "large",
-                "--n-ctx", "8192", "--max-batch", "1", "--queue-timeout", "1", key=None) as (client, _):
+                "--n-ctx", "8192", "--max-batch", "1", "--queue-timeout", "3", key=None) as (client, _):
         stream = client.chat.completions.create(model="smollm2-135m-self", messages=ask("go"), temperature=0,
                                                 max_tokens=8000, stream=True)
         for i, _chunk in enumerate(stream):
             if i == 3:
                 break
         stream.close()  # the client goes away
-        t0 = time.monotonic()
         r = client.chat.completions.create(model="smollm2-135m-self", messages=ask("again"), temperature=0,
                                            max_tokens=5)
-        assert r.usage.completion_tokens == 5 and time.monotonic() - t0 < 1.5
+        assert r.usage.completion_tokens == 5
 
 
 def test_serve_refuses_mistakes_before_it_starts():
