@@ -16,9 +16,11 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import ConfigError, RelayGenError
@@ -90,21 +92,75 @@ def serve(pair: str | None, options: dict, host: str = "127.0.0.1", port: int = 
     env = {**os.environ, ENV_OPTIONS: json.dumps(options), ENV_MODEL: pair, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("LITELLM_MASTER_KEY", None)  # the served key is ours; a master key would want a database
     env.pop(ENV_KEY, None)
+    env.setdefault("GRACEFUL_SHUTDOWN_TIMEOUT", str(STOP_GRACE_S))  # LiteLLM's; uvicorn cancels what is left
     if key is not None:
         env[ENV_KEY] = key
     print(f"relaygen serve: {model_name or pair} at http://{host}:{port}/v1 "
           f"({'API key required' if key else 'no API key'}; config {config})", file=sys.stderr, flush=True)
     # one worker: each would load the models, and one engine already serves max_batch requests at once
     proxy = subprocess.Popen([litellm_cli, "--config", str(config), "--host", host, "--port", str(port),
-                              "--num_workers", "1"], env=env)
+                              "--num_workers", "1"], env=env, start_new_session=True,
+                             preexec_fn=_die_with_parent)
     try:
-        return proxy.wait()
-    except KeyboardInterrupt:
-        proxy.terminate()
-        proxy.wait(timeout=30)
-        return 130
+        return supervise(proxy, float(env["GRACEFUL_SHUTDOWN_TIMEOUT"]))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE_S = 5.0  # default time in-flight requests get to finish after a stop signal (then uvicorn cancels them)
+KILL_AFTER_S = 5.0  # past the grace, the proxy's process group is killed outright
+
+
+def supervise(proxy: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> int:
+    """Wait for the proxy. SIGTERM, SIGINT or SIGHUP here stops its whole process group (it runs in a
+    session of its own, so nothing of it outlives us): a SIGTERM, on which uvicorn stops accepting,
+    gives in-flight requests ``grace_s`` and cancels the rest; a SIGKILL if anything is left after
+    ``KILL_AFTER_S`` more. Returns 128 + the signal then (the shell's convention), and non-zero, saying
+    why, when the proxy ends without being asked to."""
+    received: list[int] = []
+
+    def on_signal(signum, _frame):
+        if not received:
+            received.append(signum)
+            print(f"relaygen serve: {signal.Signals(signum).name}: stopping (in-flight requests get "
+                  f"{grace_s:g} s)", file=sys.stderr, flush=True)
+            _signal_group(proxy.pid, signal.SIGTERM)
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        kill_at = None
+        while (code := proxy.poll()) is None:
+            if received and kill_at is None:
+                kill_at = time.monotonic() + grace_s + KILL_AFTER_S
+            if kill_at is not None and time.monotonic() > kill_at:
+                _signal_group(proxy.pid, signal.SIGKILL)
+            time.sleep(0.1)
+    finally:
+        for s, handler_before in previous.items():
+            signal.signal(s, handler_before)
+        _signal_group(proxy.pid, signal.SIGKILL)  # whatever the proxy started and left behind
+    if received:
+        return 128 + received[0]
+    why = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
+    print(f"relaygen serve: error: the LiteLLM proxy {why} (its log is above); the endpoint is down",
+          file=sys.stderr, flush=True)
+    return code if code > 0 else 1
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    try:
+        os.killpg(pgid, signum)
+    except (ProcessLookupError, PermissionError):  # the group is gone already
+        pass
+
+
+def _die_with_parent() -> None:
+    """In the proxy before it starts (Linux): a SIGTERM when ``relaygen serve`` dies, even by SIGKILL,
+    which no handler of ours sees."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 handler = _handler()
