@@ -10,7 +10,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 def free_port() -> int:
@@ -56,9 +56,11 @@ def llama_server(model: Path, n_ctx: int = 1024, threads: int = 1, timeout: floa
         log.close()
 
 
-def wait_until_serving(client, proc: subprocess.Popen, what: str, timeout: float = 180.0) -> None:
+def wait_until_serving(client, proc: subprocess.Popen, what: str, timeout: float = 180.0,
+                       log: "Callable[[], str] | None" = None) -> None:
     """Poll an OpenAI-compatible server (``client``: an ``openai.OpenAI``) started as ``proc`` until it lists
-    its models; raise with the end of its stderr if it exits first, or once ``timeout`` seconds pass."""
+    its models; raise with the end of its stderr (or of ``log()``, where stderr goes to a file) if it exits
+    first, or once ``timeout`` seconds pass."""
     import openai
 
     deadline = time.monotonic() + timeout
@@ -68,7 +70,7 @@ def wait_until_serving(client, proc: subprocess.Popen, what: str, timeout: float
             return
         except openai.APIConnectionError:
             if proc.poll() is not None:
-                tail = proc.stderr.read()[-3000:] if proc.stderr else ""
+                tail = (log() if log else proc.stderr.read() if proc.stderr else "")[-3000:]
                 raise RuntimeError(f"{what} exited: {tail}") from None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{what} did not start within {timeout:g} s") from None

@@ -66,3 +66,23 @@ def test_through_litellm_the_content_is_text_too(smollm2_path):
     finally:
         provider.close()
         register(previous)
+
+
+PARTS = [{"type": "text", "text": "Say hello."}, {"type": "text", "text": "Then stop."}]
+
+
+def test_a_content_given_as_text_parts_is_the_parts_joined_by_newlines(engine):
+    """What newer OpenAI SDK code and agent frameworks send: the same prompt as the joined string."""
+    from relaygen_integrations.errors import ConfigError
+
+    as_parts = engine.prepare([{"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+                               {"role": "user", "content": PARTS}])
+    as_text = engine.prepare([{"role": "system", "content": "Be brief."},
+                              {"role": "user", "content": "Say hello.\nThen stop."}])
+    assert as_parts.prompt_ids == as_text.prompt_ids and as_parts.prompt_text == as_text.prompt_text
+    image = {"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/cat.png"}}
+    for content, named in (([PARTS[0], image], "part 1: a part of type 'image_url'"),
+                           ([{"type": "text"}], "part 0: a malformed part"), (["Say hello."], "a malformed part"),
+                           ([{"type": "text", "text": "  "}], "the prompt is empty")):
+        with pytest.raises(ConfigError, match=named):
+            engine.prepare([{"role": "user", "content": content}])

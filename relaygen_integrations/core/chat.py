@@ -112,14 +112,37 @@ def _checked(prompt: "str | Sequence[dict]", chat: bool) -> list[dict] | None:
         if not chat:
             return None
         return [{"role": "user", "content": prompt}]
-    if not isinstance(prompt, Sequence) or not prompt:
-        raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...}")
-    for m in prompt:
-        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or "role" not in m:
-            raise ConfigError(f"each message needs a 'role' and a string 'content'; got {m!r}")
-    if not any(m["content"].strip() for m in prompt):
+    messages = text_messages(prompt)
+    if not any(m["content"].strip() for m in messages):
         raise ConfigError("the prompt is empty")
-    return list(prompt)
+    return messages
+
+
+def text_messages(messages: "Sequence[dict]") -> list[dict]:
+    """Checked messages, each content a string: a list of parts (``[{"type": "text", "text": ...}]``, what
+    newer OpenAI SDK code and agent frameworks send) becomes its texts joined by newlines, as vLLM's
+    chat_utils does; a part that is not text is refused by name (these are text-only models)."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
+        raise ConfigError("messages must be a non-empty list of {'role': ..., 'content': ...}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or "role" not in m or not isinstance(m.get("content"), (str, list)):
+            raise ConfigError(f"each message needs a 'role' and a 'content' (a string or a list of text parts); "
+                              f"got {m!r}")
+        out.append(m if isinstance(m["content"], str) else {**m, "content": _joined_text(m["content"], i)})
+    return out
+
+
+def _joined_text(parts: list, message: int) -> str:
+    texts = []
+    for j, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            what = f"a part of type {kind!r}" if kind not in (None, "text") else f"a malformed part {part!r}"
+            raise ConfigError(f"message {message}, content part {j}: {what}; only text parts "
+                              f"({{'type': 'text', 'text': ...}}) are accepted: the models read text only")
+        texts.append(part["text"])
+    return "\n".join(texts)
 
 
 def tokenize_prompt(backend: "Backend", prompt: PromptText) -> list[int]:

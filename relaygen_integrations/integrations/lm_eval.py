@@ -26,6 +26,7 @@ from typing import Any
 from lm_eval.api.model import LM
 from tqdm import tqdm
 
+from ..core.chat import text_messages
 from ..core.engine import Engine
 from ..core.events import RelayResult
 from ..core.sampling import SamplingParams
@@ -245,10 +246,12 @@ class RelayGenLM(LM):
     # --- chat templates ----------------------------------------------------------------------
     def apply_chat_template(self, chat_history: list[dict], add_generation_prompt: bool = True) -> str:
         """The model's own template. Without a generation prompt the last (assistant) message is a
-        prefix the model continues, so it is appended after the assistant's opening."""
-        if add_generation_prompt or not chat_history or chat_history[-1].get("role") != "assistant":
-            return self.engine.large.chat_prompt(list(chat_history))
-        return self.engine.large.chat_prompt(list(chat_history[:-1])) + chat_history[-1]["content"]
+        prefix the model continues, so it is appended after the assistant's opening. Contents may be lists
+        of text parts (``text_messages``)."""
+        messages = text_messages(chat_history) if chat_history else []
+        if add_generation_prompt or not messages or messages[-1].get("role") != "assistant":
+            return self.engine.large.chat_prompt(messages)
+        return self.engine.large.chat_prompt(messages[:-1]) + messages[-1]["content"]
 
     @property
     def tokenizer_name(self) -> str:

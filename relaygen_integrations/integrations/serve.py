@@ -57,8 +57,10 @@ async def check_key(request, api_key: str):
 def _handler():
     """The provider the proxy imports; in the proxy process it loads the served pair at start-up, so the
     first request does not wait for it and a pair that does not load ends the start with one line."""
+    from . import serve_logging
     from .litellm import RelayGenProvider
 
+    serve_logging.install()
     provider = RelayGenProvider(**json.loads(os.environ.get(ENV_OPTIONS, "{}")))
     model = os.environ.get(ENV_MODEL)
     if model:

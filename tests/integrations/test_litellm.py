@@ -188,6 +188,18 @@ def test_mistakes_map_to_litellm_exceptions(provider):
         litellm.completion(model=MODEL, messages=ask("hi"), temperature=-1, max_tokens=4)
     ok = litellm.completion(model=MODEL, messages=ask("hi"), presence_penalty=0.5, drop_params=True, max_tokens=4)
     assert ok.usage.completion_tokens == 4  # drop_params: LiteLLM's documented way to ignore them
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://127.0.0.1:9/a.png"}}]}]
+    with pytest.raises(litellm.BadRequestError, match="a part of type 'image_url'"):
+        litellm.completion(model=MODEL, messages=image, max_tokens=4)
+
+
+def test_a_content_of_text_parts_is_accepted_as_the_parts_joined(provider):
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Say"}, {"type": "text", "text": "hello."}]}]
+    as_parts = litellm.completion(model=MODEL, messages=parts, **{**GREEDY, "max_tokens": 6})
+    as_text = litellm.completion(model=MODEL, messages=ask("Say\nhello."), **{**GREEDY, "max_tokens": 6})
+    assert as_parts.usage.prompt_tokens == as_text.usage.prompt_tokens and as_parts.choices[0].message.content
+    streamed = litellm.completion(model=MODEL, messages=parts, stream=True, **{**GREEDY, "max_tokens": 6})
+    assert content_of(streamed)
 
 
 def test_reasoning_stage_goes_to_reasoning_content(smollm2_path):

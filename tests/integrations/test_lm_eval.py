@@ -213,9 +213,16 @@ def test_loglikelihood_is_the_large_models_and_ranks_choices_like_it(smollm2_pat
 
 
 def test_chat_message_contexts_are_rendered_with_the_models_template(smol_lm):
-    """lm-eval 0.5 may hand a model the conversation itself: the same prompt as the rendered string."""
+    """lm-eval 0.5 may hand a model the conversation itself: the same prompt as the rendered string;
+    a content may be a list of text parts (joined by newlines), and a part that is not text is refused."""
     chat = [{"role": "user", "content": "Write one sentence about cats."}]
     rendered = smol_lm.apply_chat_template(chat)
+    parts = [{"role": "user", "content": [{"type": "text", "text": "Write one sentence"},
+                                          {"type": "text", "text": "about cats."}]}]
+    assert smol_lm.apply_chat_template(parts) == smol_lm.apply_chat_template(
+        [{"role": "user", "content": "Write one sentence\nabout cats."}])
+    with pytest.raises(ConfigError, match="'input_audio'"):
+        smol_lm.apply_chat_template([{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}])
     kwargs = {"until": [], "max_gen_toks": 16, "do_sample": False}
     as_text, as_messages = smol_lm.generate_until([request("generate_until", rendered, kwargs),
                                                    request("generate_until", chat, kwargs)])

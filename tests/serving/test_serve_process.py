@@ -35,7 +35,7 @@ def start(tmp_path):
                              "--max-batch", "2", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=log)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0,
                            timeout=HANG_GUARD_S)
-    wait_until_serving(client, proc, "relaygen serve")
+    wait_until_serving(client, proc, "relaygen serve", log=lambda: log.seek(0) or log.read())
     return proc, client, port, log
 
 
