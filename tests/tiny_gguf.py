@@ -22,11 +22,13 @@ def _byte_pieces() -> list[str]:
 
 def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                     n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",), endless: bool = False,
-                    chat_template: str | None = None) -> Path:
+                    chat_template: str | None = None, ascii_only: bool = False) -> Path:
     """A llama-architecture model with a byte-level vocabulary (256 bytes + merges + 3 specials).
 
     ``endless``: the end-of-text token's output row is zero, so its logit is exactly 0 while the best
-    of the ~260 other (random, float32) logits is about +10: greedy decoding can never end the text."""
+    of the ~260 other (random, float32) logits is about +10: greedy decoding can never end the text.
+    ``ascii_only``: the same for every byte outside printable ASCII, so greedy text is valid UTF-8 (a server
+    that streams text, not bytes, passes it on unchanged)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -64,6 +66,8 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
     output = (rng.standard_normal((n_vocab, n_embd)) * 0.5).astype(np.float32)
     if endless:
         output[n_vocab - 2] = 0.0
+    if ascii_only:
+        output[[b for b in range(256) if not 0x20 <= b < 0x7F]] = 0.0
     w.add_tensor("output.weight", output)
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))

@@ -366,3 +366,17 @@ def test_report_records_a_command_that_reproduces_its_title(bench_run, tmp_path)
     out.unlink()
     assert relaygen(*shlex.split(command)).returncode == 0
     assert out.read_text().splitlines()[0] == first.splitlines()[0] == "# Checked: 'A/B' run"
+
+
+def test_run_reads_a_data_file_from_start(boxed_registry, tmp_path):
+    data = tmp_path / "mine.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(4)))
+    out = tmp_path / "mine-results.jsonl"
+    p = relaygen("bench", "run", "--pair", "smollm2-boxed", "--data", str(data), "--start", "1", "--limit", "2",
+                 "--methods", "large", "--max-tokens", "16", "--threads", "2", "--no-costs", "--no-agreement",
+                 "--out", str(out), env=boxed_registry)
+    assert p.returncode == 0, p.stderr
+    samples = samples_of(out)
+    assert sorted((r["index"], r["id"]) for r in samples) == [(1, "q1"), (2, "q2")]
+    assert {r["reference"] for r in samples} == {"2", "4"}

@@ -166,10 +166,16 @@ def test_a_cancelled_stream_frees_its_sequence_and_leaves_the_engine_usable(prov
     written = max(len(s.large.tokens) + len(s.small.tokens) for s in engine.slots)  # prompt + what was generated
     assert written < 2 * 36 + 100  # it stopped soon after the cancellation, far from its 400-token budget
     assert litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content == expected
-    # a sync stream abandoned mid-way (no close) holds its sequence only until its request ends
+    # a sync stream abandoned mid-way (no close) holds its sequence only until its request ends: then every
+    # sequence is free again (with 4 sequences a next call would succeed either way, so count them)
     stream = litellm.completion(model=MODEL, messages=prompt, stream=True, **GREEDY)
     next(iter(stream)), next(iter(stream))
+    assert engine.active == 1
     del stream
+    deadline = time.monotonic() + 120
+    while engine.active or engine.pool.free != engine.max_batch:
+        assert time.monotonic() < deadline, "an abandoned sync stream kept its sequence after its request's end"
+        time.sleep(0.05)
     assert litellm.completion(model=MODEL, messages=prompt, **GREEDY).choices[0].message.content == expected
 
 

@@ -242,3 +242,17 @@ def test_load_pair_composes_speculation_on_the_hf_backend(smollm2_path):
                         SamplingParams(temperature=0, max_tokens=24))
     assert r.stats.large.drafted_tokens > 0 and r.stats.generated_tokens > 0
     engine.large.close()
+
+
+def test_speculative_auto_drafts_where_the_large_model_is_on_a_gpu_and_is_off_on_a_cpu(smollm2_path, monkeypatch):
+    """Every entry point's default. A GPU cannot be had here: the large backend's own report of where
+    it runs (``on_gpu``, what a CUDA or Metal build says with layers offloaded) is what the choice reads."""
+    from relaygen_integrations import load_pair
+
+    cpu = load_pair("smollm2-135m-self", speculative="auto", n_ctx=256, n_threads=1, mode="large")
+    assert not cpu.large.on_gpu() and not isinstance(cpu.large, SpeculativeBackend)
+    monkeypatch.setattr(LlamaCppBackend, "on_gpu", lambda self: True)
+    gpu = load_pair("smollm2-135m-self", speculative="auto", n_ctx=256, n_threads=1, mode="large")
+    assert isinstance(gpu.large, SpeculativeBackend) and isinstance(gpu.large.drafter, DraftModel)
+    r = gpu.generate("Count from one to ten.", SamplingParams(temperature=0, max_tokens=16))
+    assert r.stats.large.drafted_tokens > 0
