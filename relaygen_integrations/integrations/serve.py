@@ -5,7 +5,8 @@ provider, this module's ``check_key`` as its auth when a key is set) and runs Li
 handler's options travel to the proxy process as JSON in ``RELAYGEN_SERVE_OPTIONS``, the key in
 ``RELAYGEN_SERVE_KEY``. Without a key the endpoint is open (it listens on 127.0.0.1 by default); with
 one, a request without it or with another is a 401 saying so (the proxy's own master key, without a
-database, answers a wrong key with ``400 No connected db``).
+database, answers a wrong key with ``400 No connected db``). The proxy runs in a session of its own, which
+``supervise`` stops whole on a stop signal; ``serve_logging`` keeps a client's mistake to one log line.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import importlib.util
 import json
+import math
 import os
 import secrets
 import shutil
@@ -84,6 +86,13 @@ def serve(pair: str | None, options: dict, host: str = "127.0.0.1", port: int = 
     RelayGenProvider(**options).close()  # every option is checked here, before the proxy starts
     if key is not None and not key.strip():
         raise ConfigError("the API key is empty: pass --key with a value, or leave it out for an open endpoint")
+    grace = os.environ.get("GRACEFUL_SHUTDOWN_TIMEOUT", str(STOP_GRACE_S))
+    try:
+        grace_s = float(grace)
+    except ValueError:
+        grace_s = math.nan
+    if not 0 <= grace_s < math.inf:
+        raise ConfigError(f"$GRACEFUL_SHUTDOWN_TIMEOUT must be a number of seconds >= 0, not {grace!r}")
     litellm_cli = shutil.which("litellm", path=str(Path(sys.executable).parent)) or shutil.which("litellm")
     if litellm_cli is None or importlib.util.find_spec("fastapi") is None:
         raise ConfigError("relaygen serve runs LiteLLM's proxy: pip install 'relaygen-integrations[serve]'")
@@ -94,7 +103,7 @@ def serve(pair: str | None, options: dict, host: str = "127.0.0.1", port: int = 
     env = {**os.environ, ENV_OPTIONS: json.dumps(options), ENV_MODEL: pair, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
     env.pop("LITELLM_MASTER_KEY", None)  # the served key is ours; a master key would want a database
     env.pop(ENV_KEY, None)
-    env.setdefault("GRACEFUL_SHUTDOWN_TIMEOUT", str(STOP_GRACE_S))  # LiteLLM's; uvicorn cancels what is left
+    env["GRACEFUL_SHUTDOWN_TIMEOUT"] = str(grace_s)  # LiteLLM's: uvicorn then cancels what is still running
     if key is not None:
         env[ENV_KEY] = key
     print(f"relaygen serve: {model_name or pair} at http://{host}:{port}/v1 "
@@ -102,14 +111,14 @@ def serve(pair: str | None, options: dict, host: str = "127.0.0.1", port: int = 
     # one worker: each would load the models, and one engine already serves max_batch requests at once
     proxy = subprocess.Popen([litellm_cli, "--config", str(config), "--host", host, "--port", str(port),
                               "--num_workers", "1"], env=env, start_new_session=True,
-                             preexec_fn=_die_with_parent)
+                             preexec_fn=_die_with_parent())
     try:
-        return supervise(proxy, float(env["GRACEFUL_SHUTDOWN_TIMEOUT"]))
+        return supervise(proxy, grace_s)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, n))
 STOP_GRACE_S = 5.0  # default time in-flight requests get to finish after a stop signal (then uvicorn cancels them)
 KILL_AFTER_S = 5.0  # past the grace, the proxy's process group is killed outright
 
@@ -157,12 +166,16 @@ def _signal_group(pgid: int, signum: int) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """In the proxy before it starts (Linux): a SIGTERM when ``relaygen serve`` dies, even by SIGKILL,
-    which no handler of ours sees."""
-    if sys.platform.startswith("linux"):
-        import ctypes
+def _die_with_parent():
+    """A hook for the proxy's process before it starts (Linux): a SIGTERM when ``relaygen serve`` dies, even
+    by SIGKILL, which no handler of ours sees. ``prctl`` is looked up here, before the fork: the child then
+    only calls it (a fork of a threaded process must not import or allocate before exec)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
 
 handler = _handler()

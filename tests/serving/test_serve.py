@@ -175,3 +175,6 @@ def test_serve_refuses_mistakes_before_it_starts():
                             "http://127.0.0.1:9/v1", "--threads", "2"], "--threads: not an option of the openai")):
         p = subprocess.run([str(RELAYGEN), "serve", *args], capture_output=True, text=True, timeout=120)
         assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr, p.stderr
+    p = subprocess.run([str(RELAYGEN), "serve"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "GRACEFUL_SHUTDOWN_TIMEOUT": "soon"})
+    assert p.returncode == 2 and "GRACEFUL_SHUTDOWN_TIMEOUT must be a number of seconds >= 0, not 'soon'" in p.stderr

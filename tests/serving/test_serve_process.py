@@ -55,7 +55,7 @@ def alive(pids) -> list[int]:
     return [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stop_signal_ends_the_whole_process_tree_and_frees_the_port(tmp_path, sig):
     """SIGKILL cannot be handled: the proxy learns of it from the kernel (PR_SET_PDEATHSIG)."""
     proc, client, port, log = start(tmp_path)
