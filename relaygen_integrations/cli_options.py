@@ -33,6 +33,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chat-template", help="openai: chat template source (GGUF, tokenizer_config.json or Jinja); "
                                            "default: the registry model's GGUF if fetched")
     g.add_argument("--api-key", default=None, help="openai: bearer token (default: $RELAYGEN_API_KEY)")
+    g.add_argument("--server", default=None, choices=["sglang", "vllm", "llama-server", "llama-cpp-python", "openai"],
+                   help="openai: what the servers are, which says what they can do (default: recognised at start-up)")
 
 
 def add_cue_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -118,7 +120,7 @@ def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:
 # backend options as the CLI spells them; each backend's constructor says which of them it takes
 FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers", "device": "--device",
           "dtype": "--dtype", "chat_template": "--chat-template", "api_key": "--api-key",
-          "large_url": "--large-url", "small_url": "--small-url"}
+          "large_url": "--large-url", "small_url": "--small-url", "server": "--server"}
 
 
 def flag(option: str) -> str:
@@ -131,7 +133,7 @@ def backend_options(args) -> dict:
 
     given = {"n_ctx": args.n_ctx, "n_threads": args.threads, "n_gpu_layers": args.gpu_layers, "device": args.device,
              "dtype": args.dtype, "chat_template": args.chat_template, "api_key": args.api_key,
-             "large_url": args.large_url, "small_url": args.small_url}
+             "large_url": args.large_url, "small_url": args.small_url, "server": args.server}
     options = {k: v for k, v in given.items() if v is not None}
     if args.backend == "openai" and "api_key" not in options and os.environ.get("RELAYGEN_API_KEY"):
         options["api_key"] = os.environ["RELAYGEN_API_KEY"]

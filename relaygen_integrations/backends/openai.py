@@ -29,6 +29,7 @@ from typing import Iterator, Sequence
 from ..core.backend import Step
 from ..core.sampling import Sampler
 from ..errors import ConfigError, ServerError
+from . import server_kind
 from .chat_template import ChatTemplate, load_chat_template
 
 try:
@@ -48,7 +49,9 @@ class OpenAIBackend:
 
     ``chat_template``: a GGUF file, a tokenizer_config.json / model directory, or Jinja text, used
     to render chat prompts locally (servers do not expose their template for raw completions);
-    ``chat_format='raw'`` joins message contents instead. ``model``: the served model's name
+    ``chat_format='raw'`` joins message contents instead. ``server``: what the server is (``sglang``,
+    ``vllm``, ``llama-server``, ``llama-cpp-python`` or ``openai``; default: recognised at start-up,
+    ``backends/server_kind.py``), which says what it can do. ``model``: the served model's name
     (default: the first one the server lists). ``max_request_tokens``: the most tokens one streamed
     request asks for (a stream that runs out is reopened where it stopped). Network: connection errors and HTTP 5xx are retried ``retries`` times with exponential backoff
     from ``backoff`` seconds; ``timeout`` bounds the wait for each streamed chunk.
@@ -61,7 +64,8 @@ class OpenAIBackend:
 
     def __init__(self, base_url: str, model: str | None = None, chat_template: str | Path | None = None,
                  chat_format: str | None = None, api_key: str | None = None, n_ctx: int = 32768,
-                 timeout: float = 120.0, retries: int = 3, backoff: float = 0.5, max_request_tokens: int = 512):
+                 timeout: float = 120.0, retries: int = 3, backoff: float = 0.5, max_request_tokens: int = 512,
+                 server: str | None = None):
         url = base_url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"server URL must start with http:// or https://, got {base_url!r}")
@@ -78,6 +82,7 @@ class OpenAIBackend:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.model = model or self._first_model()
+        self.kind = server_kind.resolve(server, self._get_json, self.base_url.removesuffix("/v1"))
         self._pieces: list[bytes] = [b""]  # local id -> text bytes; 0 is END
         self._ids: dict[bytes, int] = {}
         self._response: requests.Response | None = None
@@ -105,6 +110,14 @@ class OpenAIBackend:
                 r.close()
             time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _get_json(self, path: str):
+        """A GET on the server's root (for recognising its kind): its JSON, or None however it fails."""
+        try:
+            r = self.session.get(self.base_url.removesuffix("/v1") + path, timeout=(5, 5))
+            return r.json() if r.status_code == 200 else None
+        except (requests.RequestException, ValueError):
+            return None
 
     def _first_model(self) -> str:
         data = self._send("GET", "/models").json().get("data") or []
@@ -248,6 +261,10 @@ class OpenAIBackend:
 
     def scorer(self) -> None:
         return None  # servers sample on their side: no distributions over given text
+
+    def why_no_scoring(self, what: str) -> str:
+        """Why ``what`` (the check, calibration, log-likelihoods) cannot run on this server, and what instead."""
+        return server_kind.scoring_refusal(self.kind, what)
 
     def reset(self) -> None:
         """A new request: no open stream, and a fresh id table (a long-lived backend must not keep every

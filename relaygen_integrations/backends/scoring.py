@@ -58,6 +58,9 @@ class Scoring:
 def require_scoring(backend, what: str) -> Scoring:
     """What scores text for ``backend`` (a wrapper answers for what it wraps); otherwise one clear error."""
     scorer = backend.scorer()
+    explain = getattr(backend, "why_no_scoring", None)  # a server backend says which server, and why
+    if not isinstance(scorer, Scoring) and explain is not None:
+        raise ConfigError(explain(what))
     if not isinstance(scorer, Scoring):
         raise ConfigError(f"{what} needs every position's distribution, which the {backend.name} backend does not "
                           "give (servers sample on their side): use the llamacpp or hf backend on the same weights")

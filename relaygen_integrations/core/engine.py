@@ -101,12 +101,14 @@ class RelayEngine:
         if auto and not (isinstance(self.large, RowBackend) and by_ids):
             return CheckPolicy()  # the profile's default where the pair can check; an explicit policy fails below
         if not isinstance(self.large, RowBackend):
+            explain = getattr(self.large, "why_no_scoring", None)  # a server backend says which server, and why
+            if explain is not None:
+                raise ConfigError(explain(f"check={policy}"))
             what = getattr(self.large, "name", type(self.large).__name__)
             raise ConfigError(
                 f"check={policy} needs the large model's probability of every small-model token, which the {what} "
-                "backend cannot give: a server's OpenAI API returns no per-position probabilities for text it did "
-                "not write (vLLM's prompt logprobs bypass its prefix cache), and speculative decoding is not "
-                "combined with checking yet; use the llamacpp or hf backend without speculation")
+                "backend cannot give: speculative decoding is not combined with checking yet; use the llamacpp or "
+                "hf backend without speculation")
         if not by_ids:
             raise ConfigError(f"check={policy} needs the two models to share a vocabulary (hand-off by token id)")
         return policy

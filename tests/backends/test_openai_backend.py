@@ -116,6 +116,14 @@ def test_cli_generate_over_two_servers(smollm2_servers):
     assert bad.returncode == 2 and "small_url" in bad.stderr and "Traceback" not in bad.stderr
     wrong = relaygen("generate", "hi", "--dtype", "bfloat16")
     assert wrong.returncode == 2 and "--dtype: not an option of the llamacpp backend (it is one of hf)" in wrong.stderr
+    kind = relaygen("generate", "hi", "--pair", "smollm2-135m-self", "--backend", "openai", "--large-url", large,
+                    "--small-url", small, "--server", "vllm", "--max-tokens", "4")
+    assert kind.returncode == 2 and "server='vllm', but" in kind.stderr and "Traceback" not in kind.stderr
+    checked = relaygen("generate", "hi", "--pair", "smollm2-135m-self", "--backend", "openai", "--large-url", large,
+                       "--small-url", small, "--check", "tau=0.1", "--max-tokens", "4")
+    assert checked.returncode == 2 and "llama-cpp-python's llama_cpp.server cannot give here" in checked.stderr
+    local = relaygen("generate", "hi", "--server", "vllm")
+    assert local.returncode == 2 and "--server: not an option of the llamacpp backend" in local.stderr
 
 
 def test_a_requests_seed_and_id_table_do_not_depend_on_what_the_backend_served_before(smollm2_servers):
@@ -153,24 +161,53 @@ def test_scoring_is_a_capability_checked_once_before_any_work(smollm2_path, smol
     assert not isinstance(large, Scoring) and isinstance(LlamaCppBackend(smollm2_path, n_ctx=64), Scoring)
     engine = RelayEngine(large, small, ANY_LETTER)
     lm = RelayGenLM(engine=engine, progress=False)
-    with pytest.raises(ConfigError, match=r"loglikelihood \(multiple-choice tasks\) needs every position's "
-                                          r"distribution, which the openai backend does not give"):
+    with pytest.raises(ConfigError, match=r"loglikelihood \(multiple-choice tasks\) needs the probability of given "
+                                          r"tokens, which llama-cpp-python's llama_cpp.server cannot give here"):
         lm.loglikelihood([request("loglikelihood", "Question: 2+2?\nAnswer:", " 4")])
-    with pytest.raises(ConfigError, match=r"^calibration .* openai backend"):
+    with pytest.raises(ConfigError, match=r"^calibration .* llama_cpp.server .* run the pair in process"):
         calibrate(engine, data="gsm8k", out=tmp_path / "profile.json", problems=1, samples=1, progress=False)
     assert large._stream_context == small._stream_context == [] and not list(tmp_path.iterdir())  # nothing sent
 
 
 def test_a_checked_relay_over_servers_is_one_clear_error(smollm2_path, smollm2_servers):
-    """The OpenAI API returns no per-position probabilities of text the server did not write."""
+    """The error names the server (recognised at start-up), what is missing and what to do instead."""
     large, small = (OpenAIBackend(url, chat_template=smollm2_path) for url in smollm2_servers)
-    with pytest.raises(ConfigError, match="OpenAI API returns no per-position probabilities"):
+    with pytest.raises(ConfigError, match=r"check=tau=0.01 needs the probability of given tokens, which "
+                                          r"llama-cpp-python's llama_cpp.server cannot give here: .* the unchecked "
+                                          r"relay \(check=off\) works over any server"):
         RelayEngine(large, small, ANY_LETTER, RelayConfig(check="tau=0.01"))
     # the default, check="auto", runs a profile's default policy only where the pair can check: off here
     from dataclasses import replace
 
     profile = replace(ANY_LETTER, check_default="tau=0.01")
     assert str(RelayEngine(large, small, profile, RelayConfig()).check_policy) == "off"
+
+
+def test_the_server_kind_is_recognised_and_a_wrong_one_refused(smollm2_path, smollm2_servers):
+    url = smollm2_servers[0]
+    assert OpenAIBackend(url, chat_format="raw").kind == "llama-cpp-python"
+    assert OpenAIBackend(url, chat_format="raw", server="llama-cpp-python").kind == "llama-cpp-python"
+    assert OpenAIBackend(url, chat_format="raw", server="openai").kind == "openai"  # the protocol only, by choice
+    with pytest.raises(ConfigError, match=r"server='sglang', but http://127.0.0.1:\d+ answers as llama-cpp-python's "
+                                          r"llama_cpp.server: pass server='llama-cpp-python'"):
+        OpenAIBackend(url, chat_format="raw", server="sglang")
+    with pytest.raises(ConfigError, match="server must be one of sglang, vllm, llama-server, llama-cpp-python, openai"):
+        OpenAIBackend(url, chat_format="raw", server="tgi")
+
+
+def test_each_kind_is_recognised_by_what_only_it_answers():
+    """The probe over the answers each kind gives (read from their source; see backends/server_kind.py)."""
+    from relaygen_integrations.backends.server_kind import probe
+
+    answers = {
+        "llama-server": {"/props": {"default_generation_settings": {}, "total_slots": 1}},
+        "sglang": {"/get_model_info": {"model_path": "Qwen/Qwen3-32B", "is_generation": True}},
+        "vllm": {"/v1/models": {"data": [{"id": "Qwen/Qwen3-32B", "owned_by": "vllm", "max_model_len": 32768}]}},
+        "llama-cpp-python": {"/openapi.json": {"info": {"title": "\U0001f999 llama.cpp Python API"}}},
+        "openai": {"/v1/models": {"data": [{"id": "gpt", "owned_by": "someone"}]}},
+    }
+    for kind, answer in answers.items():
+        assert probe(answer.get) == kind
 
 
 def test_concurrent_relays_over_two_servers_all_finish(smollm2_servers):
