@@ -27,8 +27,8 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
 
     ``endless``: the end-of-text token's output row is zero, so its logit is exactly 0 while the best
     of the ~260 other (random, float32) logits is about +10: greedy decoding can never end the text.
-    ``ascii_only``: the same for every byte outside printable ASCII, so greedy text is valid UTF-8 (a server
-    that streams text, not bytes, passes it on unchanged)."""
+    ``ascii_only``: the same for every byte outside printable ASCII and for <s> and <pad>, so greedy text is
+    valid UTF-8 with no control token in it (a server that streams text, not bytes, passes it on unchanged)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -67,7 +67,7 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
     if endless:
         output[n_vocab - 2] = 0.0
     if ascii_only:
-        output[[b for b in range(256) if not 0x20 <= b < 0x7F]] = 0.0
+        output[[b for b in range(256) if not 0x20 <= b < 0x7F] + [n_vocab - 3, n_vocab - 1]] = 0.0  # <s>, <pad>
     w.add_tensor("output.weight", output)
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))

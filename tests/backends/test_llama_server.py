@@ -1,0 +1,90 @@
+"""llama.cpp's own `llama-server` (built once by scripts/build_llama_server.sh from the llama.cpp that
+llama-cpp-python 0.3.36 vendors) on 127.0.0.1, serving tiny float32 models: recognised as such, relays over
+two of them, concurrent relays on its parallel slots, and the clear refusal of what needs scoring."""
+
+import threading
+
+import pytest
+
+pytest.importorskip("requests", reason="the openai backend needs requests")
+
+from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams  # noqa: E402
+from relaygen_integrations.backends.openai import OpenAIBackend  # noqa: E402
+from relaygen_integrations.errors import ConfigError  # noqa: E402
+from relaygen_integrations.testing import LLAMA_SERVER, native_llama_server  # noqa: E402
+from busy_cues import ANY_LETTER  # noqa: E402
+from tiny_gguf import write_tiny_gguf  # noqa: E402
+
+if not LLAMA_SERVER.is_file():
+    pytest.skip("llama-server is not built: bash scripts/build_llama_server.sh (it needs cmake and a C++ compiler; "
+                "scripts/test.sh runs it)", allow_module_level=True)
+
+GREEDY = SamplingParams(temperature=0, max_tokens=40)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny float32 models that write printable ASCII only (valid text), with different vocabularies."""
+    d = tmp_path_factory.mktemp("llama-server")
+    return (write_tiny_gguf(d / "large.gguf", seed=0, ascii_only=True),
+            write_tiny_gguf(d / "small.gguf", seed=1, merges=("Ġ t", "t h"), ascii_only=True))
+
+
+@pytest.fixture(scope="module")
+def servers(models):
+    """Two llama-servers with 2 slots each."""
+    with native_llama_server(models[0], n_ctx=512, parallel=2) as large_url, \
+            native_llama_server(models[1], n_ctx=512, parallel=2) as small_url:
+        yield large_url, small_url
+
+
+def engine(servers, **config) -> RelayEngine:
+    large, small = (OpenAIBackend(url, chat_format="raw") for url in servers)
+    return RelayEngine(large, small, ANY_LETTER, RelayConfig(**config))
+
+
+def test_llama_server_is_recognised_and_a_relay_over_two_writes_what_it_writes_in_process(servers, models):
+    """Float32 weights: the server's evaluation order cannot flip a greedy token, so the texts, and where
+    control passed, must be the in-process relay's."""
+    from relaygen_integrations.backends.llamacpp import LlamaCppBackend
+
+    relay = engine(servers)
+    assert relay.large.kind == relay.small.kind == "llama-server"
+    prompt = "Zebras live in Africa. Their stripes"
+    r = relay.generate(prompt, GREEDY, chat=False)
+    local = RelayEngine(*(LlamaCppBackend(m, n_ctx=512, n_threads=1, chat_format="raw") for m in models),
+                        ANY_LETTER).generate(prompt, GREEDY, chat=False)
+    assert r.text == local.text and [(s.model, s.text) for s in r.segments] == [(s.model, s.text) for s in local.segments]
+    st = r.stats
+    assert st.switches == local.stats.switches and st.large.server_requests <= st.switches + 2
+
+
+def test_concurrent_relays_use_its_parallel_slots(servers):
+    """Two relays at once, each with its own backends (the server's slots batch them): both finish whole,
+    each with the text it gets alone (tiny float32 models: the order of evaluation cannot flip a token)."""
+    prompts = ["Zebras live in Africa. Their stripes", "The sea is wide and deep. Its waves"]
+    alone = [engine(servers, mode="large").generate(p, GREEDY, chat=False).text for p in prompts]
+    together, errors = {}, []
+
+    def run(i):
+        try:
+            together[i] = engine(servers, mode="large").generate(prompts[i], GREEDY, chat=False).text
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and [together[0], together[1]] == alone
+
+
+def test_what_needs_scoring_is_refused_naming_llama_server(servers):
+    with pytest.raises(ConfigError, match=r"check=tau=0.1 needs the probability of given tokens, which llama.cpp's "
+                                          r"llama-server cannot give here: .* #27174"):
+        engine(servers, check="tau=0.1")
+    from relaygen_integrations.backends.scoring import require_scoring
+
+    with pytest.raises(ConfigError, match=r"^calibration needs .* llama-server .* run the pair in process"):
+        require_scoring(OpenAIBackend(servers[0], chat_format="raw"), "calibration")
