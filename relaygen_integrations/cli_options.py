@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from .backends import BACKENDS
+from .backends.server_kind import KINDS
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -33,7 +34,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chat-template", help="openai: chat template source (GGUF, tokenizer_config.json or Jinja); "
                                            "default: the registry model's GGUF if fetched")
     g.add_argument("--api-key", default=None, help="openai: bearer token (default: $RELAYGEN_API_KEY)")
-    g.add_argument("--server", default=None, choices=["sglang", "vllm", "llama-server", "llama-cpp-python", "openai"],
+    g.add_argument("--server", default=None, choices=KINDS,
                    help="openai: what the servers are, which says what they can do (default: recognised at start-up)")
 
 

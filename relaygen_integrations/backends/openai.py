@@ -70,6 +70,7 @@ class OpenAIBackend:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"server URL must start with http:// or https://, got {base_url!r}")
         self.base_url = url if url.endswith("/v1") else url + "/v1"
+        self.root_url = self.base_url.removesuffix("/v1")  # where the non-OpenAI endpoints are (server kinds)
         if chat_format not in (None, "raw"):
             raise ConfigError(f"chat_format must be None (use chat_template) or 'raw', not {chat_format!r}")
         if chat_format is None and chat_template is None:
@@ -82,7 +83,7 @@ class OpenAIBackend:
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.model = model or self._first_model()
-        self.kind = server_kind.resolve(server, self._get_json, self.base_url.removesuffix("/v1"))
+        self.kind = server_kind.resolve(server, self._get_json, self.root_url)
         self._pieces: list[bytes] = [b""]  # local id -> text bytes; 0 is END
         self._ids: dict[bytes, int] = {}
         self._response: requests.Response | None = None
@@ -114,7 +115,7 @@ class OpenAIBackend:
     def _get_json(self, path: str):
         """A GET on the server's root (for recognising its kind): its JSON, or None however it fails."""
         try:
-            r = self.session.get(self.base_url.removesuffix("/v1") + path, timeout=(5, 5))
+            r = self.session.get(self.root_url + path, timeout=(5, 5))
             return r.json() if r.status_code == 200 else None
         except (requests.RequestException, ValueError):
             return None

@@ -46,11 +46,13 @@ async def check_key(request, api_key: str):
     """The proxy's auth hook: with a served key, the request's bearer token must be it; without, all pass."""
     from litellm.proxy._types import ProxyErrorTypes, ProxyException, UserAPIKeyAuth
 
+    from .serve_logging import NO_KEY, WRONG_KEY
+
     expected = os.environ.get(ENV_KEY)
     sent = (api_key or "").removeprefix("Bearer ").strip()
     if expected is None or sent and hmac.compare_digest(sent.encode(), expected.encode()):
         return UserAPIKeyAuth(api_key=sent or None)
-    why = "no API key was sent" if not sent else "the API key is wrong"
+    why = NO_KEY if not sent else WRONG_KEY
     raise ProxyException(message=f"{why}: send the key `relaygen serve` was started with (--key or "
                                  f"${ENV_KEY}) as the bearer token (OpenAI clients: api_key=...)",
                          type=ProxyErrorTypes.auth_error, param="api_key", code=401)

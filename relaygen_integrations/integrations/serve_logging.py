@@ -42,7 +42,7 @@ def what_was_wrong(error: BaseException) -> str:
 
 
 AUTH_FAILURE = "litellm.proxy.proxy_server.user_api_key_auth(): Exception occured"  # LiteLLM's message
-KEY_REFUSED = ("no API key was sent", "the API key is wrong")  # serve.check_key's 401s
+NO_KEY, WRONG_KEY = "no API key was sent", "the API key is wrong"  # serve.check_key's 401s
 
 
 class ClientErrorsOnOneLine(logging.Filter):
@@ -51,7 +51,7 @@ class ClientErrorsOnOneLine(logging.Filter):
             # an auth failure LiteLLM counts as the client's (else it attaches the traceback): its
             # message and the client's address, which LiteLLM writes on a second line
             why = str(record.args[0])
-            status = "401 (Unauthorized)" if why.startswith(KEY_REFUSED) else "(authentication)"
+            status = "401 (Unauthorized)" if why.startswith((NO_KEY, WRONG_KEY)) else "(authentication)"
             address = record.args[1] if len(record.args) > 1 else "?"
             record.msg, record.args = "relaygen serve: client error %s: %s (from %s)", (status, why, address)
             return True
@@ -62,7 +62,10 @@ class ClientErrorsOnOneLine(logging.Filter):
         for error in errors:
             status = client_status(error)
             if status is not None:
-                phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Client Error"
+                try:
+                    phrase = HTTPStatus(status).phrase
+                except ValueError:  # a 4xx code with no standard name
+                    phrase = "Client Error"
                 record.msg, record.args = "relaygen serve: client error %d (%s): %s", (status, phrase,
                                                                                      what_was_wrong(error))
                 record.exc_info = record.exc_text = record.stack_info = None
