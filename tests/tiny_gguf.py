@@ -22,13 +22,15 @@ def _byte_pieces() -> list[str]:
 
 def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 2, n_head: int = 4,
                     n_ff: int = 128, n_ctx: int = 512, merges: tuple[str, ...] = ("Ġ t",), endless: bool = False,
-                    chat_template: str | None = None, ascii_only: bool = False) -> Path:
+                    chat_template: str | None = None, ascii_only: bool = False, add_bos: bool = False) -> Path:
     """A llama-architecture model with a byte-level vocabulary (256 bytes + merges + 3 specials).
 
     ``endless``: the end-of-text token's output row is zero, so its logit is exactly 0 while the best
     of the ~260 other (random, float32) logits is about +10: greedy decoding can never end the text.
     ``ascii_only``: the same for every byte outside printable ASCII and for <s> and <pad>, so greedy text is
-    valid UTF-8 with no control token in it (a server that streams text, not bytes, passes it on unchanged)."""
+    valid UTF-8 with no control token in it (a server that streams text, not bytes, passes it on unchanged).
+    ``add_bos``: the tokenizer puts <s> before a prompt (llama-cpp-python's echoed log-probabilities are
+    aligned only for such models)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -54,7 +56,7 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
     w.add_token_merges(list(merges))
     w.add_bos_token_id(n_vocab - 3)
     w.add_eos_token_id(n_vocab - 2)
-    w.add_add_bos_token(False)
+    w.add_add_bos_token(add_bos)
     if chat_template is not None:
         w.add_chat_template(chat_template)
 
@@ -67,7 +69,9 @@ def write_tiny_gguf(path: Path, seed: int = 0, n_embd: int = 64, n_layer: int = 
     if endless:
         output[n_vocab - 2] = 0.0
     if ascii_only:
-        output[[b for b in range(256) if not 0x20 <= b < 0x7F] + [n_vocab - 3, n_vocab - 1]] = 0.0  # <s>, <pad>
+        byte_of = {c: b for b, c in enumerate(pieces)}
+        unprintable = [256 + i for i, m in enumerate(merges) if not all(0x20 <= byte_of[c] < 0x7F for c in m if c != " ")]
+        output[[b for b in range(256) if not 0x20 <= b < 0x7F] + unprintable + [n_vocab - 3, n_vocab - 1]] = 0.0
     w.add_tensor("output.weight", output)
     for i in range(n_layer):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import os
 from contextlib import nullcontext
@@ -12,6 +11,7 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ConfigError, ModelNotFoundError
+from .llamacpp_vocab import LlamaVocab
 from .local import LocalBackend, check_gguf_header, check_local_options, unloadable_gguf
 from .scoring import Scoring
 
@@ -33,7 +33,7 @@ def amx_build() -> bool:
     return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
 
 
-class LlamaCppBackend(Scoring, LocalBackend):
+class LlamaCppBackend(LlamaVocab, Scoring, LocalBackend):
     """One GGUF model with its own llama.cpp context (and so its own KV cache).
 
     ``flash_attn``: llama.cpp's flash attention. llama.cpp's batched kernels round differently from
@@ -71,8 +71,7 @@ class LlamaCppBackend(Scoring, LocalBackend):
                 )
         except ValueError as exc:  # llama-cpp-python: "Failed to load model from file"
             raise unloadable_gguf(path, "truncated or corrupt: llama.cpp could not read it") from exc
-        self._vocab = private.vocab(self.llm)
-        self._n_vocab = self.llm.n_vocab()
+        self._init_vocab()
         self.chat_format = chat_format
         self._template = None
         if chat_format is None:
@@ -86,37 +85,11 @@ class LlamaCppBackend(Scoring, LocalBackend):
                 bos_token=private.token_piece(self.llm, self.llm.token_bos()), add_generation_prompt=True)
         elif chat_format != "raw":
             raise ConfigError(f"chat_format must be None (the model's template) or 'raw', not {chat_format!r}")
-        self._bos_piece = private.token_piece(self.llm, self.llm.token_bos())
         self.n_gpu_layers = n_gpu_layers
 
     @property
     def n_ctx(self) -> int:
         return private.context_size(self.llm)
-
-    @property
-    def n_vocab(self) -> int:
-        return self._n_vocab
-
-    def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
-        if add_bos and self._bos_piece and text.startswith(self._bos_piece.encode()):
-            add_bos = False  # the template already wrote it
-        return self.llm.tokenize(text, add_bos=add_bos, special=special)
-
-    def token_bytes(self, token: int) -> bytes:
-        # Not Llama.detokenize: its fixed 32-byte buffer silently returns b"" for longer pieces
-        # (runs of spaces in code), which would drop text from the output.
-        buf = ctypes.create_string_buffer(64)
-        n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, 64, 0, True)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, -n, 0, True)
-        return buf.raw[:n]
-
-    def token_text(self, token: int) -> bytes:
-        return llama_cpp.llama_vocab_get_text(self._vocab, token) or b""
-
-    def is_end_of_generation(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
     def chat_prompt(self, messages: list[dict]) -> str:
         if self._template is None:
@@ -144,10 +117,6 @@ class LlamaCppBackend(Scoring, LocalBackend):
 
     def on_gpu(self) -> bool:
         return self.n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
-
-    def document_start_token(self) -> int:
-        bos = self.llm.token_bos()
-        return bos if bos >= 0 and private.adds_bos(self.llm) else self.llm.token_eos()
 
     def reset(self) -> None:
         super().reset()

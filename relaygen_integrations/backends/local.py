@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -45,6 +45,14 @@ def check_gguf_header(path: Path) -> None:
     with open(path, "rb") as f:
         if f.read(4) != GGUF_MAGIC:
             raise unloadable_gguf(path, "it does not start with the GGUF signature")
+
+
+def fingerprint(n_vocab: int, token_text: Callable[[int], bytes]) -> str:
+    """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""
+    h = hashlib.sha256(str(n_vocab).encode())
+    for i in range(n_vocab):
+        h.update(token_text(i) + b"\0")
+    return h.hexdigest()
 
 
 class LocalBackend(ABC):
@@ -138,9 +146,10 @@ class LocalBackend(ABC):
             self._truncate(keep)
             del self.tokens[keep:]
 
-    def check_rows(self, context: Sequence[int], n: int) -> tuple[np.ndarray, int]:
+    def check_rows(self, context: Sequence[int], n: int, then: int | None = None) -> tuple[np.ndarray, int]:
         """``context`` in the cache through one call of what it lacks (at least the token before its last
-        ``n``), keeping every row: the ``n + 1`` rows that predict its last ``n`` tokens and the next one."""
+        ``n``), keeping every row: the ``n + 1`` rows that predict its last ``n`` tokens and the next one
+        (whatever token ``then`` is to be checked there: a full row has them all)."""
         if not 0 <= n < len(context):
             raise ValueError(f"need 0 <= n < len(context), got n={n}, len={len(context)}")
         keep = min(self.cached_prefix(context), len(context) - n - 1)
@@ -180,6 +189,12 @@ class LocalBackend(ABC):
     def on_gpu(self) -> bool:
         return False
 
+    def can_check(self) -> bool:
+        return True
+
+    def check_sampling(self, params) -> None:
+        """Any sampling can be checked in process (full rows)."""
+
     def scorer(self):
         """Itself when it mixes in ``scoring.Scoring``."""
         from .scoring import Scoring
@@ -189,10 +204,7 @@ class LocalBackend(ABC):
     def vocab_fingerprint(self) -> str:
         """A hash of the whole vocabulary; equal fingerprints mean token ids are interchangeable."""
         if self._fingerprint is None:
-            h = hashlib.sha256(str(self.n_vocab).encode())
-            for i in range(self.n_vocab):
-                h.update(self.token_text(i) + b"\0")
-            self._fingerprint = h.hexdigest()
+            self._fingerprint = fingerprint(self.n_vocab, self.token_text)
         return self._fingerprint
 
     def reset(self) -> None:

@@ -2,46 +2,43 @@
 llama-cpp-python's ``llama_cpp.server``): how a relay goes past one machine.
 
 The server holds the weights, the KV cache (its prefix cache makes re-sent context cheap) and the
-sampler. Each request sends the chat-templated text so far to the raw ``/v1/completions`` endpoint,
-so a partial assistant turn continues exactly, and streams the reply. The engine reads the stream
-one chunk (one token on llama.cpp and vLLM) at a time and runs the same cue and sentence-end matcher
-as in-process; when control passes to the other model it closes the stream, and the server stops
-generating (vLLM, SGLang and llama.cpp abort a request whose client disconnects).
+sampler. Each request sends the context so far and streams the reply; the engine reads it one token at
+a time and runs the same cue and sentence-end matcher as in process; when control passes to the other
+model it closes the stream, and the server stops generating (vLLM, SGLang and llama.cpp abort a request
+whose client disconnects). Server-side stop strings are not used to find cues: the OpenAI protocol drops
+the matched stop string, and a word cue needs the character after it.
 
-Server-side stop strings are not used to find cues: the OpenAI protocol drops the matched stop
-string from the output and servers differ in whether they say which one matched, and a word cue
-needs the character after it, which a stop string cannot express.
+Tokens: with the served model's tokenizer (``tokenizer=``, a GGUF file; by default the chat template's
+GGUF file where the server takes token-id prompts) the ids are the server's own: the context goes as a
+list of ids and the generated ids come back from the stream (``server_tokens.py``), checked once at
+start-up against the server's ``/tokenize``. Without one, each streamed piece of text gets a local id in a
+per-request table and hand-offs go by text (``local_ids``).
 
-Tokens: the server's token ids never reach the client. Each streamed chunk gets a local id in a
-per-request table, so the engine's token bookkeeping works unchanged and hand-offs go by text.
-
-It implements the engine's protocol (``core/backend.py``) directly: no KV cache here, no logits, so
-no scoring (``backends/scoring.require_scoring`` says so) and no checking of another model's text.
+Scoring (the check, calibration, log-likelihoods) goes by id too, on the servers that can
+(``server_scoring.py``); ``why_no_scoring`` says why another cannot, and what to do instead.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from pathlib import Path
 from typing import Iterator, Sequence
 
 from ..core.backend import Step
-from ..core.sampling import Sampler
+from ..core.sampling import Sampler, SamplingParams
 from ..errors import ConfigError, ServerError
-from . import server_kind
+from . import server_kind, server_scoring, server_tokens
 from .chat_template import ChatTemplate, load_chat_template
+from .server_tokens import NEUTRAL_SAMPLING
 
 try:
     import requests
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the openai backend needs requests: pip install 'relaygen-integrations[openai]'") from exc
 
-END = 0  # the local id for "the server ended the completion"
-# Servers add their own defaults on top of temperature/top-p/top-k (llama-cpp-python's server: a
-# repeat penalty of 1.1 and min-p 0.05); switch them off so the server samples as the local backends do.
-NEUTRAL_SAMPLING = {"repeat_penalty": 1.0, "repetition_penalty": 1.0, "min_p": 0.0,
-                    "presence_penalty": 0.0, "frequency_penalty": 0.0}
+END = 0  # the local id for "the server ended the completion" (without a tokenizer)
 
 
 class OpenAIBackend:
@@ -49,23 +46,25 @@ class OpenAIBackend:
 
     ``chat_template``: a GGUF file, a tokenizer_config.json / model directory, or Jinja text, used
     to render chat prompts locally (servers do not expose their template for raw completions);
-    ``chat_format='raw'`` joins message contents instead. ``server``: what the server is (``sglang``,
-    ``vllm``, ``llama-server``, ``llama-cpp-python`` or ``openai``; default: recognised at start-up,
+    ``chat_format='raw'`` joins message contents instead. ``tokenizer``: the served model's GGUF file, for
+    hand-offs and scoring by token id (default: ``chat_template`` when it is a GGUF file and the server takes
+    token-id prompts; ``False``: none). ``server``: what the server is (``sglang``, ``vllm``,
+    ``llama-server``, ``llama-cpp-python`` or ``openai``; default: recognised at start-up,
     ``backends/server_kind.py``), which says what it can do. ``model``: the served model's name
     (default: the first one the server lists). ``max_request_tokens``: the most tokens one streamed
-    request asks for (a stream that runs out is reopened where it stopped). Network: connection errors and HTTP 5xx are retried ``retries`` times with exponential backoff
-    from ``backoff`` seconds; ``timeout`` bounds the wait for each streamed chunk.
+    request asks for (a stream that runs out is reopened where it stopped). Network: connection errors
+    and HTTP 5xx are retried ``retries`` times with exponential backoff from ``backoff`` seconds;
+    ``timeout`` bounds the wait for each streamed chunk.
     """
 
     name = "openai"
     concurrency = "independent"  # each request its own backends; the servers batch
     default_max_batch = 4
-    local_ids = True  # ids from a per-request table (reset clears it): the prompt is tokenised where it runs
 
     def __init__(self, base_url: str, model: str | None = None, chat_template: str | Path | None = None,
                  chat_format: str | None = None, api_key: str | None = None, n_ctx: int = 32768,
                  timeout: float = 120.0, retries: int = 3, backoff: float = 0.5, max_request_tokens: int = 512,
-                 server: str | None = None):
+                 server: str | None = None, tokenizer: str | Path | bool | None = None):
         url = base_url.rstrip("/")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"server URL must start with http:// or https://, got {base_url!r}")
@@ -84,18 +83,47 @@ class OpenAIBackend:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.model = model or self._first_model()
         self.kind = server_kind.resolve(server, self._get_json, self.root_url)
+        self.vocab = self._load_vocab(tokenizer, chat_template)
+        self.local_ids = self.vocab is None  # ids from a per-request table: the prompt is tokenised where it runs
+        self.by_id = self.vocab is not None and self.kind in server_tokens.ID_PROMPTS
+        self.end_id = END if self.vocab is None else self.vocab.end_token()
+        self.scoring_problem = server_scoring.problem(self)  # None where this server scores (probed once)
+        self._vllm_generate: bool | None = None
+        self._piece_ids: dict[str, int] | None = None
         self._pieces: list[bytes] = [b""]  # local id -> text bytes; 0 is END
         self._ids: dict[bytes, int] = {}
         self._response: requests.Response | None = None
-        self._chunks: Iterator[dict] | None = None
+        self._chunks: Iterator[tuple[list[int], str | None]] | None = None
+        self._queue: deque[int] = deque()  # ids of the open stream not yet handed out
         self._stream_context: list[int] = []  # what the open stream continues
-        self._ended = False  # the open stream's last chunk said the completion is over
+        self._ended = False  # the open stream said the completion is over
         self._opened = 0  # streams opened during the current next_token call
 
+    def _load_vocab(self, tokenizer, chat_template):
+        """The served model's vocabulary, checked against the server's own tokenizer where it has one."""
+        if tokenizer is None and self.kind in server_tokens.ID_PROMPTS and str(chat_template).endswith(".gguf") \
+                and Path(str(chat_template)).is_file():
+            tokenizer = chat_template
+        if tokenizer in (None, False):
+            return None
+        path = Path(str(tokenizer))
+        if path.suffix != ".gguf" or not path.is_file():
+            raise ConfigError(f"tokenizer must be the served model's GGUF file, got {str(tokenizer)!r}"
+                              + ("" if path.exists() else " (no such file)"))
+        from .llamacpp_vocab import GGUFVocab
+
+        vocab = GGUFVocab(path)
+        asked = server_tokens.tokenize_request(self.kind, self.model, server_tokens.PROBE_TEXT)
+        if asked is not None:
+            ours = vocab.tokenize(server_tokens.PROBE_TEXT.encode("utf-8"))
+            server_tokens.check_same_tokenizer(self.root_url, ours, self.post_root(*asked), str(path))
+        return vocab
+
     # --- HTTP --------------------------------------------------------------------------------
-    def _send(self, method: str, path: str, **kw) -> requests.Response:
-        """One request with retries on connection errors and 5xx; a clear error naming the URL."""
-        url = self.base_url + path
+    def _send(self, method: str, path: str, root: bool = False, **kw) -> requests.Response:
+        """One request with retries on connection errors and 5xx; a clear error naming the URL.
+        ``path``: under ``/v1``, or under the server's root with ``root``."""
+        url = (self.root_url if root else self.base_url) + path
         for attempt in range(self.retries + 1):
             try:
                 r = self.session.request(method, url, timeout=(10, self.timeout), **kw)
@@ -111,6 +139,14 @@ class OpenAIBackend:
                 r.close()
             time.sleep(self.backoff * 2 ** attempt)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def post_root(self, path: str, body: dict):
+        """A JSON POST on the server's root (``/generate``, ``/tokenize``...), with retries: its JSON."""
+        r = self._send("POST", path, root=True, json=body)
+        try:
+            return r.json()
+        except ValueError:
+            raise ServerError(f"{self.root_url}{path} answered something that is not JSON: {r.text[:200]!r}") from None
 
     def _get_json(self, path: str):
         """A GET on the server's root (for recognising its kind): its JSON, or None however it fails."""
@@ -132,23 +168,25 @@ class OpenAIBackend:
     def _open(self, context: Sequence[int], sampler: Sampler) -> None:
         self._close_stream()
         p = sampler.params
-        body = {
-            "model": self.model, "prompt": self._text(context), "stream": True,
-            "max_tokens": min(self.max_request_tokens, p.max_tokens),
-            # each stream of a request its own seed, from the request's seed and where the stream starts:
-            # never from how many requests this backend served before (the same request samples the same)
-            "temperature": p.temperature, "top_p": p.top_p, "seed": (p.seed + len(context)) % 2**31,
-        }
-        if p.top_k > 0:
-            body["top_k"] = p.top_k  # not in OpenAI's API; vLLM, SGLang and llama.cpp accept it
-        body.update(NEUTRAL_SAMPLING)
-        self._body = body
-        self._response = self._send("POST", "/completions", json=body, stream=True)
-        self._chunks = self._events(self._response)
+        # each stream of a request its own seed, from the request's seed and where the stream starts:
+        # never from how many requests this backend served before (the same request samples the same)
+        seed, most = (p.seed + len(context)) % 2**31, min(self.max_request_tokens, p.max_tokens)
+        if self.by_id:
+            path, body = server_tokens.stream_request(self.kind, self.model, list(context), p, most, seed)
+            root, read = True, server_tokens.ChunkReader(self.kind)
+        else:
+            path, root, read = "/completions", False, self._text_chunk
+            body = {"model": self.model, "prompt": self._text(context), "stream": True, "max_tokens": most,
+                    "temperature": p.temperature, "top_p": p.top_p, "seed": seed, **NEUTRAL_SAMPLING}
+            if p.top_k > 0:
+                body["top_k"] = p.top_k  # not in OpenAI's API; vLLM, SGLang and llama.cpp accept it
+        self._request = (path, root, body)
+        self._response = self._send("POST", path, root=root, json=body, stream=True)
+        self._chunks = self._events(self._response, read)
         self._stream_context = list(context)
         self._opened += 1
 
-    def _events(self, response: requests.Response) -> Iterator[dict]:
+    def _events(self, response: requests.Response, read) -> Iterator[tuple[list[int], str | None]]:
         for line in response.iter_lines():
             if not line.startswith(b"data:"):
                 continue
@@ -157,13 +195,25 @@ class OpenAIBackend:
                 return
             event = json.loads(data)
             if "error" in event:
-                raise ServerError(f"{self.base_url}/completions: {event['error']}")
-            yield event["choices"][0]
+                raise ServerError(f"{response.url}: {event['error']}")
+            ids, text, finish = read(event)
+            if self.by_id and self.kind == "llama-server":
+                ids = server_tokens.missing_ids(ids, text, self.vocab.token_bytes, self.vocab.tokenize)
+            yield ids, finish
+
+    def _text_chunk(self, event: dict) -> tuple[list[int], bytes, str | None]:
+        """A chunk of the OpenAI completion stream: its text as ids (a local id, or the tokenizer's)."""
+        choice = event["choices"][0]
+        text = (choice.get("text") or "").encode("utf-8")
+        ids = [] if not text else [self._intern(text)] if self.vocab is None else self.vocab.tokenize(text)
+        reason = choice.get("finish_reason")
+        return ids, text, None if reason is None else "length" if reason == "length" else "stop"
 
     def _close_stream(self) -> None:
         if self._response is not None:
             self._response.close()  # the server sees the disconnect and stops generating
         self._response = self._chunks = None
+        self._queue.clear()
         self._ended = False
 
     # --- generation --------------------------------------------------------------------------
@@ -172,48 +222,47 @@ class OpenAIBackend:
         cache's, not seen here); ``requests``: the completion streams this step opened."""
         self._opened = 0
         token = self._next(context, sampler)
-        return Step(token, calls=(1,) if token != END else (), requests=self._opened)
+        return Step(token, calls=(1,) if token != self.end_id else (), requests=self._opened)
 
     def _next(self, context: Sequence[int], sampler: Sampler) -> int:
         if self._chunks is None or list(context) != self._stream_context:
             self._open(context, sampler)
-        elif self._ended:
-            self._close_stream()
-            return END
         failures = 0
         while True:
+            if self._queue:
+                token = self._queue.popleft()
+                self._stream_context.append(token)
+                return token
+            if self._ended:
+                self._close_stream()
+                return self.end_id
             try:
-                choice = next(self._chunks, None)
+                item = next(self._chunks, None)
             except requests.RequestException as exc:
                 failures += 1
                 if failures > self.retries:
                     self._raise_stream_failure(f"the stream broke ({type(exc).__name__}) {failures} times")
                 self._open(self._stream_context, sampler)  # continue from what arrived
                 continue
-            if choice is None or choice.get("finish_reason") == "length" and not choice.get("text"):
+            if item is None or item[1] == "length" and not item[0]:
                 failures += 1  # a stream that ends with no token, again and again, would loop forever
                 if failures > self.retries:
                     self._raise_stream_failure(f"{failures} streams in a row ended without a token")
                 self._open(self._stream_context, sampler)  # the per-request cap, not the answer's end
                 continue
-            text = choice.get("text") or ""
-            if text:
-                token = self._intern(text.encode("utf-8"))
-                self._stream_context.append(token)
-                self._ended = choice.get("finish_reason") == "stop"  # the last chunk can carry text
-                return token
-            if choice.get("finish_reason") == "stop":
-                self._close_stream()
-                return END
+            ids, finish = item
+            self._queue.extend(ids)
+            self._ended = finish == "stop"
 
     def _raise_stream_failure(self, what: str):
         """Some servers (llama-cpp-python's) reject a request only after the stream has started, so
         the error text never arrives; ask once without streaming to report the server's own words."""
         self._close_stream()
-        self._send("POST", "/completions", json={**self._body, "stream": False, "max_tokens": 1})
-        raise ServerError(f"{self.base_url}/completions: {what}")
+        path, root, body = self._request
+        self._send("POST", path, root=root, json={**body, "stream": False})
+        raise ServerError(f"{self.root_url if root else self.base_url}{path}: {what}")
 
-    # --- the token protocol, over local ids --------------------------------------------------
+    # --- the token protocol: the tokenizer's ids, or local ones --------------------------------
     def _intern(self, data: bytes) -> int:
         """A local id for a piece of text. The table lives for one request (``reset`` clears it), and only
         the thread running that request uses it (``local_ids``: the engine tokenises the prompt there)."""
@@ -224,29 +273,35 @@ class OpenAIBackend:
         return token
 
     def _text(self, context: Sequence[int]) -> str:
-        return b"".join(self._pieces[t] for t in context).decode("utf-8", errors="replace")
+        if self.vocab is not None and context and self.vocab.adds_bos() and context[0] == self.vocab.document_start_token():
+            context = context[1:]  # a server given text adds its own BOS
+        return b"".join(map(self.token_bytes, context)).decode("utf-8", errors="replace")
 
     @property
     def n_ctx(self) -> int:
         return self._n_ctx
 
     def prompt_tokens(self, prompt: str) -> list[int]:
-        return self.tokenize(prompt.encode("utf-8"), special=True)
+        return self.tokenize(prompt.encode("utf-8"), special=True, add_bos=True)
 
     def cached_prefix(self, context: Sequence[int]) -> int:
         """Not visible from here: the server's prefix cache decides what it re-evaluates."""
         return 0
 
     def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
+        if self.vocab is not None:
+            return self.vocab.tokenize(text, special, add_bos)
         return [self._intern(text)] if text else []
 
     def token_bytes(self, token: int) -> bytes:
-        return self._pieces[token]
+        return self.vocab.token_bytes(token) if self.vocab is not None else self._pieces[token]
 
     def is_end_of_generation(self, token: int) -> bool:
-        return token == END
+        return self.vocab.is_end_of_generation(token) if self.vocab is not None else token == END
 
     def vocab_fingerprint(self) -> str:
+        if self.vocab is not None:
+            return self.vocab.vocab_fingerprint()  # the same as an in-process model's over the same GGUF
         return f"server:{self.base_url}:{id(self)}"  # local ids mean nothing elsewhere: hand off text
 
     def chat_prompt(self, messages: list[dict]) -> str:
@@ -260,12 +315,45 @@ class OpenAIBackend:
     def on_gpu(self) -> bool:
         return False  # not known from here: the server decides
 
-    def scorer(self) -> None:
-        return None  # servers sample on their side: no distributions over given text
+    # --- scoring (server_scoring.py) -----------------------------------------------------------
+    def scorer(self) -> "server_scoring.ServerScoring | None":
+        return server_scoring.ServerScoring(self) if self.scoring_problem is None else None
 
     def why_no_scoring(self, what: str) -> str:
         """Why ``what`` (the check, calibration, log-likelihoods) cannot run on this server, and what instead."""
-        return server_kind.scoring_refusal(self.kind, what)
+        return server_kind.scoring_refusal(self.kind, what, self.scoring_problem)
+
+    def check_rows(self, context: Sequence[int], n: int, then: int | None = None):
+        """The large model's view of the last ``n`` tokens of ``context`` (and of ``then`` after them), scored
+        on the server in one request: its top choices at each position (``check.Scores``)."""
+        scored_context = list(context) + ([then] if then is not None else [])
+        scored = server_scoring.score(self, scored_context, len(context) - n)
+        return server_scoring.TopRows(scored, scored_context[len(context) - n:]), scored.evaluated
+
+    def can_check(self) -> bool:
+        return self.scoring_problem is None
+
+    def check_sampling(self, params: SamplingParams) -> None:
+        why = server_scoring.exact_draws(params)
+        if why:
+            raise ConfigError(why)
+
+    def vllm_generate(self) -> bool:
+        """Whether this vLLM has its token-in endpoint (``--enable-scale-out``), asked once."""
+        if self._vllm_generate is None:
+            r = self.session.post(self.root_url + "/inference/v1/generate", timeout=(10, self.timeout), json={
+                "model": self.model, "token_ids": [self.end_id], "sampling_params": {"max_tokens": 1}})
+            self._vllm_generate = r.status_code == 200
+        return self._vllm_generate
+
+    def piece_ids(self):
+        """Text of a token -> its id (llama-cpp-python keys its top log-probabilities by text)."""
+        if self._piece_ids is None:
+            table: dict[str, int] = {}
+            for t in range(self.vocab.n_vocab):
+                table.setdefault(self.vocab.token_bytes(t).decode("utf-8", errors="ignore"), t)
+            self._piece_ids = table
+        return self._piece_ids.__getitem__
 
     def reset(self) -> None:
         """A new request: no open stream, and a fresh id table (a long-lived backend must not keep every
@@ -277,3 +365,5 @@ class OpenAIBackend:
     def close(self) -> None:
         self._close_stream()
         self.session.close()
+        if self.vocab is not None:
+            self.vocab.close()

@@ -24,14 +24,17 @@ NO_SCORING = {
                     "issue #27174 is open)",
     "openai": "the OpenAI completion protocol has no standard way to score given tokens after a cached prefix",
 }
-NOT_YET = "relaygen does not score over {label} yet"
-INSTEAD = ("run the pair in process (the llamacpp or hf backend on the same weights); the unchecked relay "
-           "(check=off) works over any server")
+INSTEAD = ("serve the large model with SGLang or vLLM (llama-cpp-python's server for models that add a BOS "
+           "token), or run the pair in process (the llamacpp or hf backend on the same weights); the unchecked "
+           "relay (check=off) works over any server")
+NO_TOKENIZER = ("scoring over a server goes by token id, so it needs the served model's tokenizer here: pass "
+                "tokenizer= (its GGUF file; --tokenizer on the command line)")
 
 
-def scoring_refusal(kind: str, what: str) -> str:
-    """One message: what needs scoring, which server cannot give it and why, and what to do instead."""
-    why = NO_SCORING.get(kind) or NOT_YET.format(label=LABELS[kind])
+def scoring_refusal(kind: str, what: str, problem: str | None = None) -> str:
+    """One message: what needs scoring, which server cannot give it and why, and what to do instead.
+    ``problem``: why this server cannot, where its kind could (no tokenizer, a failed probe)."""
+    why = problem or NO_SCORING[kind]
     return f"{what} needs the probability of given tokens, which {LABELS[kind]} cannot give here: " \
            f"{why}; {INSTEAD}"
 

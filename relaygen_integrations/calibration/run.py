@@ -41,7 +41,7 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     out = Path(out)
     check_writable(out)
     check_quantile_of(check_quantile)
-    require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
+    small = require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
     large = require_scoring(engine.large, "calibration (it teacher-forces the large model over its own traces)")
     data_path = data_file(data)
     if start < 0 or problems <= 0 or samples <= 0:
@@ -71,8 +71,8 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("2/3 small model scores them", total=len(traces))
         for rec in traces:
-            prompt = engine.small.chat_prompt([{"role": "user", "content": math_prompt(rec["problem"])}])
-            scored.append(teacher_force(engine.small, prompt, rec["trace"]))
+            prompt = small.chat_prompt([{"role": "user", "content": math_prompt(rec["problem"])}])
+            scored.append(teacher_force(small, prompt, rec["trace"]))
             bar.advance(task)
     t_margins = time.perf_counter() - t1
     t2 = time.perf_counter()

@@ -25,6 +25,9 @@ from .sampling import Sampler
 if TYPE_CHECKING:
     import numpy as np
 
+    from .check import Scores
+    from .sampling import SamplingParams
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -100,9 +103,16 @@ class Backend(Protocol):
 
 @runtime_checkable
 class RowBackend(Backend, Protocol):
-    """A backend that can evaluate text it did not write keeping every row (in-process ones): what a
-    checked relay asks of its large model."""
+    """A backend that can score text it did not write (in-process ones keep every row; a server backend
+    with a scoring server returns its top choices): what a checked relay asks of its large model."""
 
-    def check_rows(self, context: Sequence[int], n: int) -> "tuple[np.ndarray, int]":
+    def check_rows(self, context: Sequence[int], n: int, then: int | None = None) -> "tuple[np.ndarray | Scores, int]":
         """Bring the cache to ``context`` in one call; the rows predicting its last ``n`` tokens and the
-        token after them (``n + 1`` rows), and how many tokens the call evaluated."""
+        token after them (``n + 1`` rows; ``then``: a token to be checked at that last row), and how many
+        tokens the call evaluated. In process: logit rows; a server: ``check.Scores`` from its top choices."""
+
+    def can_check(self) -> bool:
+        """Whether ``check_rows`` works here (a server backend: where its server scores)."""
+
+    def check_sampling(self, params: "SamplingParams") -> None:
+        """Raise ConfigError if the check cannot draw the large model's tokens exactly with ``params``."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Protocol, Sequence
 
 import numpy as np
 
@@ -73,23 +73,50 @@ def token_probabilities(rows: np.ndarray, tokens: Sequence[int]) -> np.ndarray:
     return np.exp((chosen - top).astype(np.float64)) / z
 
 
-def check_segment(policy: CheckPolicy, sample: Callable[[np.ndarray], int], rows: np.ndarray,
+class LogitRows:
+    """In-process scores: the large model's full logit rows over the segment (and the row after it)."""
+
+    requests = 0  # server round trips it took
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = rows
+
+    def probabilities(self, tokens: Sequence[int]) -> np.ndarray:
+        return token_probabilities(self.rows, tokens)
+
+    def draw(self, i: int, sample: Callable[[np.ndarray], int]) -> int:
+        return sample(self.rows[i])
+
+
+class Scores(Protocol):
+    """What the check reads of the large model at each position of a segment: a token's probability and the
+    model's own draw (``LogitRows`` in process; ``backends.server_scoring.TopRows`` from a server's top choices)."""
+
+    requests: int
+
+    def probabilities(self, tokens: Sequence[int]) -> np.ndarray: ...
+
+    def draw(self, i: int, sample: Callable[[np.ndarray], int]) -> int: ...
+
+
+def check_segment(policy: CheckPolicy, sample: Callable[[np.ndarray], int], rows: "np.ndarray | Scores",
                   tokens: Sequence[int]) -> tuple[int, int | None]:
-    """``rows[i]``: the large model's logits predicting ``tokens[i]``. Returns ``(kept, own)``: how many
-    leading tokens stand, and the large model's token at the cut (``None`` when every token stands). The
-    sampler is asked only where the policy needs a draw, so an accepted sentence under ``tau`` uses no random
-    numbers and ``exact`` uses them as decoding one token at a time would."""
+    """``rows[i]``: the large model's logits predicting ``tokens[i]`` (or a ``Scores``). Returns ``(kept, own)``:
+    how many leading tokens stand, and the large model's token at the cut (``None`` when every token stands).
+    The sampler is asked only where the policy needs a draw, so an accepted sentence under ``tau`` uses no
+    random numbers and ``exact`` uses them as decoding one token at a time would."""
+    scores = LogitRows(rows) if isinstance(rows, np.ndarray) else rows
     if not policy.active or not len(tokens):
         return len(tokens), None
     if policy.kind == "exact":
         for i, token in enumerate(tokens):
-            own = sample(rows[i])
+            own = scores.draw(i, sample)
             if own != token:
                 return i, own
         return len(tokens), None
-    probabilities = token_probabilities(rows, tokens)
+    probabilities = scores.probabilities(tokens)
     for i in np.flatnonzero(probabilities < policy.tau):
-        own = sample(rows[i])
+        own = scores.draw(int(i), sample)
         if own != tokens[i]:
             return int(i), own
     return len(tokens), None

@@ -17,7 +17,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .check import CheckPolicy, check_segment
+import numpy as np
+
+from .check import CheckPolicy, LogitRows, check_segment
 from .sampling import Sampler
 
 if TYPE_CHECKING:
@@ -42,7 +44,7 @@ class SentenceCheck:
     def __init__(self, policy: CheckPolicy, sampler: Sampler, stats: "RelayStats"):
         self.policy, self.sampler, self.stats = policy, sampler, stats
         self.start: tuple[int, int] | None = None  # (piece, character) where the unchecked sentence starts
-        self._pending: tuple[int, object] | None = None  # (pieces then, own token | next-token row)
+        self._pending: tuple[int, object] | None = None  # (pieces then, own token | its draw from the next row)
 
     @property
     def open(self) -> bool:
@@ -67,7 +69,7 @@ class SentenceCheck:
         self._pending = None
         if at != pieces:
             return None
-        return decided if isinstance(decided, int) else self.sampler(decided)
+        return decided if isinstance(decided, int) else decided()
 
     def check(self, large: "Participant", transcript: "Transcript", end_token: int | None = None) -> Cut | None:
         """Check the unchecked sentence now. ``end_token``: the small model's end of generation after its
@@ -83,13 +85,15 @@ class SentenceCheck:
         self.stats.sentences_checked += 1
         if not tokens and end_token is None:
             return None
-        rows, evaluated = large.backend.check_rows(large.context, len(tokens))
+        rows, evaluated = large.backend.check_rows(large.context, len(tokens), end_token)
+        scores = LogitRows(rows) if isinstance(rows, np.ndarray) else rows
         large.stats.add_calls((evaluated,), (evaluated,))
+        large.stats.server_requests += scores.requests
         checked = tokens if end_token is None else tokens + [end_token]
-        kept, own = check_segment(self.policy, self.sampler, rows, checked)
+        kept, own = check_segment(self.policy, self.sampler, scores, checked)
         large.stats.seconds += time.perf_counter() - t0
         if own is None:
-            self._pending = (len(transcript), rows[len(tokens)])
+            self._pending = (len(transcript), lambda: scores.draw(len(tokens), self.sampler))
             return None
         self.stats.sentences_cut += 1
         self.stats.small_tokens_discarded += len(tokens) - kept

@@ -98,9 +98,10 @@ class RelayEngine:
         policy = self.profile.check_default if auto else CheckPolicy.parse(self.config.check)
         if not policy.active or self.config.mode != "relay":
             return CheckPolicy()
-        if auto and not (isinstance(self.large, RowBackend) and by_ids):
+        can_score = isinstance(self.large, RowBackend) and self.large.can_check()
+        if auto and not (can_score and by_ids):
             return CheckPolicy()  # the profile's default where the pair can check; an explicit policy fails below
-        if not isinstance(self.large, RowBackend):
+        if not can_score:
             explain = getattr(self.large, "why_no_scoring", None)  # a server backend says which server, and why
             if explain is not None:
                 raise ConfigError(explain(f"check={policy}"))
@@ -125,6 +126,8 @@ class RelayEngine:
         parameters, an empty or over-long prompt) without touching a KV cache. ``chat=False`` sends a string
         prompt as raw text, without the chat template."""
         params = (params or SamplingParams()).validated()
+        if self.check_policy.active:
+            self.large.check_sampling(params)  # a server draws the large model's tokens from its top choices
         text = self._render(prompt, chat)
         ids: dict[str, list[int] | None] = {}
         for role in self.setup.roles():

@@ -1,6 +1,7 @@
 """llama.cpp's own `llama-server` (built once by scripts/build_llama_server.sh from the llama.cpp that
 llama-cpp-python 0.3.36 vendors) on 127.0.0.1, serving tiny float32 models: recognised as such, relays over
-two of them, concurrent relays on its parallel slots, and the clear refusal of what needs scoring."""
+two of them with hand-offs by token id, concurrent relays on its parallel slots, and the clear refusal of what
+needs scoring."""
 
 import threading
 
@@ -10,6 +11,7 @@ pytest.importorskip("requests", reason="the openai backend needs requests")
 
 from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams  # noqa: E402
 from relaygen_integrations.backends.openai import OpenAIBackend  # noqa: E402
+from relaygen_integrations.core.sampling import Sampler  # noqa: E402
 from relaygen_integrations.errors import ConfigError  # noqa: E402
 from relaygen_integrations.testing import LLAMA_SERVER, native_llama_server  # noqa: E402
 from busy_cues import ANY_LETTER  # noqa: E402
@@ -24,9 +26,10 @@ GREEDY = SamplingParams(temperature=0, max_tokens=40)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """Tiny float32 models that write printable ASCII only (valid text), with different vocabularies."""
+    """Tiny float32 models that write printable ASCII only (valid text), sharing a vocabulary with merges (so
+    a hand-off by text could re-tokenise what the other model wrote; by id it cannot)."""
     d = tmp_path_factory.mktemp("llama-server")
-    return (write_tiny_gguf(d / "large.gguf", seed=0, ascii_only=True),
+    return (write_tiny_gguf(d / "large.gguf", seed=0, merges=("Ġ t", "t h"), ascii_only=True),
             write_tiny_gguf(d / "small.gguf", seed=1, merges=("Ġ t", "t h"), ascii_only=True))
 
 
@@ -38,18 +41,20 @@ def servers(models):
         yield large_url, small_url
 
 
-def engine(servers, **config) -> RelayEngine:
-    large, small = (OpenAIBackend(url, chat_format="raw") for url in servers)
+def engine(servers, models, **config) -> RelayEngine:
+    large, small = (OpenAIBackend(url, chat_format="raw", tokenizer=m) for url, m in zip(servers, models))
     return RelayEngine(large, small, ANY_LETTER, RelayConfig(**config))
 
 
 def test_llama_server_is_recognised_and_a_relay_over_two_writes_what_it_writes_in_process(servers, models):
-    """Float32 weights: the server's evaluation order cannot flip a greedy token, so the texts, and where
-    control passed, must be the in-process relay's."""
+    """Hand-offs by token id (the servers get id lists; the in-process pair hands off by id too). Float32
+    weights: the server's evaluation order cannot flip a greedy token, so the texts, and where control
+    passed, must be the in-process relay's."""
     from relaygen_integrations.backends.llamacpp import LlamaCppBackend
 
-    relay = engine(servers)
-    assert relay.large.kind == relay.small.kind == "llama-server"
+    relay = engine(servers, models)
+    assert relay.large.kind == relay.small.kind == "llama-server" and relay.large.by_id and relay.small.by_id
+    assert relay.setup.by_ids  # one vocabulary: the engine hands off by id
     prompt = "Zebras live in Africa. Their stripes"
     r = relay.generate(prompt, GREEDY, chat=False)
     local = RelayEngine(*(LlamaCppBackend(m, n_ctx=512, n_threads=1, chat_format="raw") for m in models),
@@ -57,18 +62,35 @@ def test_llama_server_is_recognised_and_a_relay_over_two_writes_what_it_writes_i
     assert r.text == local.text and [(s.model, s.text) for s in r.segments] == [(s.model, s.text) for s in local.segments]
     st = r.stats
     assert st.switches == local.stats.switches and st.large.server_requests <= st.switches + 2
+    assert isinstance(relay.large._request[2]["prompt"], list)  # the context went as token ids
 
 
-def test_concurrent_relays_use_its_parallel_slots(servers):
+def test_a_token_split_as_no_tokenizer_would_split_it_reaches_the_server_as_it_is(servers, models):
+    """"t" then "h" as two tokens: by text the server would read one "th" token. By id it evaluates the
+    context as given: its prompt count says so."""
+    import requests
+
+    backend = OpenAIBackend(servers[0], chat_format="raw", tokenizer=models[0])
+    t, h = (backend.tokenize(c) for c in (b"t", b"h"))
+    context = backend.prompt_tokens("The path") + t + h
+    assert backend.tokenize(b"th") != t + h
+    backend.next_token(context, Sampler(GREEDY.validated()))
+    path, root, body = backend._request
+    backend.pause()
+    answer = requests.post(backend.root_url + path, json={**body, "stream": False, "n_predict": 1}, timeout=60).json()
+    assert body["prompt"] == context and answer["tokens_evaluated"] == len(context)
+
+
+def test_concurrent_relays_use_its_parallel_slots(servers, models):
     """Two relays at once, each with its own backends (the server's slots batch them): both finish whole,
     each with the text it gets alone (tiny float32 models: the order of evaluation cannot flip a token)."""
     prompts = ["Zebras live in Africa. Their stripes", "The sea is wide and deep. Its waves"]
-    alone = [engine(servers, mode="large").generate(p, GREEDY, chat=False).text for p in prompts]
+    alone = [engine(servers, models, mode="large").generate(p, GREEDY, chat=False).text for p in prompts]
     together, errors = {}, []
 
     def run(i):
         try:
-            together[i] = engine(servers, mode="large").generate(prompts[i], GREEDY, chat=False).text
+            together[i] = engine(servers, models, mode="large").generate(prompts[i], GREEDY, chat=False).text
         except Exception as e:  # reported below
             errors.append(e)
 
@@ -80,10 +102,10 @@ def test_concurrent_relays_use_its_parallel_slots(servers):
     assert not errors and [together[0], together[1]] == alone
 
 
-def test_what_needs_scoring_is_refused_naming_llama_server(servers):
+def test_what_needs_scoring_is_refused_naming_llama_server(servers, models):
     with pytest.raises(ConfigError, match=r"check=tau=0.1 needs the probability of given tokens, which llama.cpp's "
                                           r"llama-server cannot give here: .* #27174"):
-        engine(servers, check="tau=0.1")
+        engine(servers, models, check="tau=0.1")
     from relaygen_integrations.backends.scoring import require_scoring
 
     with pytest.raises(ConfigError, match=r"^calibration needs .* llama-server .* run the pair in process"):

@@ -136,7 +136,7 @@ def test_a_requests_seed_and_id_table_do_not_depend_on_what_the_backend_served_b
     def run(backend, prompt):
         RelayEngine(backend, OpenAIBackend(small_url, chat_format="raw"), ["the"],
                     RelayConfig(mode="large")).generate(prompt, params, chat=False)
-        return backend._body["seed"]  # one stream per request here (8 tokens)
+        return backend._request[2]["seed"]  # one stream per request here (8 tokens)
 
     fresh = OpenAIBackend(large_url, chat_format="raw")
     seed = run(fresh, "The river runs")
