@@ -232,7 +232,7 @@ def cmd_bench_run(args) -> int:
         seed=args.seed, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_tokens=max_tokens,
         answer_reserve_tokens=args.answer_reserve, pair=args.pair, large=args.large, small=args.small,
         backend=args.backend, draft_max=args.draft_max, agreement=not args.no_agreement,
-        costs=not args.no_costs and args.backend != "openai", backend_options=backend_options(args)).validated(spelled=flag)
+        costs=not args.no_costs, backend_options=backend_options(args)).validated(spelled=flag)
     stem = args.data if args.data in DATASETS else Path(args.data).stem
     out = Path(args.out or Path("evals") / "results" / "bench" / f"{stem}.jsonl")
     console = _console(stderr=True)

@@ -36,6 +36,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--api-key", default=None, help="openai: bearer token (default: $RELAYGEN_API_KEY)")
     g.add_argument("--server", default=None, choices=KINDS,
                    help="openai: what the servers are, which says what they can do (default: recognised at start-up)")
+    g.add_argument("--tokenizer", default=None, choices=("auto", "model", "none"),
+                   help="openai: hand off and score by token id with each model's own tokenizer, from its GGUF file; "
+                        "auto (default): where the server takes token-id prompts; model: on any server; none: by text")
 
 
 def add_cue_options(p: argparse.ArgumentParser, what: str) -> None:
@@ -121,7 +124,7 @@ def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:
 # backend options as the CLI spells them; each backend's constructor says which of them it takes
 FLAGS = {"n_ctx": "--n-ctx", "n_threads": "--threads", "n_gpu_layers": "--gpu-layers", "device": "--device",
           "dtype": "--dtype", "chat_template": "--chat-template", "api_key": "--api-key",
-          "large_url": "--large-url", "small_url": "--small-url", "server": "--server"}
+          "large_url": "--large-url", "small_url": "--small-url", "server": "--server", "tokenizer": "--tokenizer"}
 
 
 def flag(option: str) -> str:
@@ -134,7 +137,8 @@ def backend_options(args) -> dict:
 
     given = {"n_ctx": args.n_ctx, "n_threads": args.threads, "n_gpu_layers": args.gpu_layers, "device": args.device,
              "dtype": args.dtype, "chat_template": args.chat_template, "api_key": args.api_key,
-             "large_url": args.large_url, "small_url": args.small_url, "server": args.server}
+             "large_url": args.large_url, "small_url": args.small_url, "server": args.server,
+             "tokenizer": args.tokenizer}
     options = {k: v for k, v in given.items() if v is not None}
     if args.backend == "openai" and "api_key" not in options and os.environ.get("RELAYGEN_API_KEY"):
         options["api_key"] = os.environ["RELAYGEN_API_KEY"]

@@ -41,14 +41,23 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 END = 0  # the local id for "the server ended the completion" (without a tokenizer)
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 class OpenAIBackend:
     """One model on a completion server at ``base_url`` (``http://host:port`` or ``.../v1``).
 
     ``chat_template``: a GGUF file, a tokenizer_config.json / model directory, or Jinja text, used
     to render chat prompts locally (servers do not expose their template for raw completions);
     ``chat_format='raw'`` joins message contents instead. ``tokenizer``: the served model's GGUF file, for
-    hand-offs and scoring by token id (default: ``chat_template`` when it is a GGUF file and the server takes
-    token-id prompts; ``False``: none). ``server``: what the server is (``sglang``, ``vllm``,
+    hand-offs and scoring by token id; ``"auto"`` (default): ``chat_template`` when it is a GGUF file and the
+    server takes token-id prompts; ``"model"``: ``chat_template``'s GGUF file whatever the server; ``"none"``. ``server``: what the server is (``sglang``, ``vllm``,
     ``llama-server``, ``llama-cpp-python`` or ``openai``; default: recognised at start-up,
     ``backends/server_kind.py``), which says what it can do. ``model``: the served model's name
     (default: the first one the server lists). ``max_request_tokens``: the most tokens one streamed
@@ -96,27 +105,35 @@ class OpenAIBackend:
         self._chunks: Iterator[tuple[list[int], str | None]] | None = None
         self._queue: deque[int] = deque()  # ids of the open stream not yet handed out
         self._stream_context: list[int] = []  # what the open stream continues
+        self._server_holds: list[int] = []  # what the server last evaluated for this backend (its prefix cache)
         self._ended = False  # the open stream said the completion is over
         self._opened = 0  # streams opened during the current next_token call
+        self._prefilled = 0  # tokens the streams opened by this next_token call had the server evaluate
 
     def _load_vocab(self, tokenizer, chat_template):
         """The served model's vocabulary, checked against the server's own tokenizer where it has one."""
-        if tokenizer is None and self.kind in server_tokens.ID_PROMPTS and str(chat_template).endswith(".gguf") \
-                and Path(str(chat_template)).is_file():
+        template_gguf = str(chat_template).endswith(".gguf") and Path(str(chat_template)).is_file()
+        if tokenizer in (None, "auto"):
+            tokenizer = chat_template if template_gguf and self.kind in server_tokens.ID_PROMPTS else None
+        elif tokenizer == "model":
+            if not template_gguf:
+                raise ConfigError("tokenizer='model' takes the tokenizer from the model's GGUF file (its chat template "
+                                  f"source), and the chat template here is not a GGUF file: {str(chat_template)[:80]!r}")
             tokenizer = chat_template
-        if tokenizer in (None, False):
+        if tokenizer in (None, False, "none"):
             return None
         path = Path(str(tokenizer))
         if path.suffix != ".gguf" or not path.is_file():
-            raise ConfigError(f"tokenizer must be the served model's GGUF file, got {str(tokenizer)!r}"
-                              + ("" if path.exists() else " (no such file)"))
+            raise ConfigError(f"tokenizer must be auto, model, none or the served model's GGUF file, got "
+                              f"{str(tokenizer)!r}" + ("" if path.exists() else " (no such file)"))
         from .llamacpp_vocab import GGUFVocab
 
         vocab = GGUFVocab(path)
         asked = server_tokens.tokenize_request(self.kind, self.model, server_tokens.PROBE_TEXT)
         if asked is not None:
-            ours = vocab.tokenize(server_tokens.PROBE_TEXT.encode("utf-8"))
-            server_tokens.check_same_tokenizer(self.root_url, ours, self.post_root(*asked), str(path))
+            route, body, with_bos = asked
+            ours = vocab.tokenize(server_tokens.PROBE_TEXT.encode("utf-8"), special=with_bos, add_bos=with_bos)
+            server_tokens.check_same_tokenizer(self.root_url, ours, self.post_root(route, body), str(path))
         return vocab
 
     # --- HTTP --------------------------------------------------------------------------------
@@ -181,9 +198,11 @@ class OpenAIBackend:
             if p.top_k > 0:
                 body["top_k"] = p.top_k  # not in OpenAI's API; vLLM, SGLang and llama.cpp accept it
         self._request = (path, root, body)
+        self._prefilled += max(1, len(context) - common_prefix(context, self._server_holds))
         self._response = self._send("POST", path, root=root, json=body, stream=True)
         self._chunks = self._events(self._response, read)
         self._stream_context = list(context)
+        self._server_holds = self._stream_context
         self._opened += 1
 
     def _events(self, response: requests.Response, read) -> Iterator[tuple[list[int], str | None]]:
@@ -218,11 +237,14 @@ class OpenAIBackend:
 
     # --- generation --------------------------------------------------------------------------
     def next_token(self, context: Sequence[int], sampler: Sampler) -> Step:
-        """The next streamed token (one call of one token: the server's own prompt work is its prefix
-        cache's, not seen here); ``requests``: the completion streams this step opened."""
-        self._opened = 0
+        """The next streamed token. Metered as in process: a step that opened a stream is one call of what
+        the server's prefix cache lacked (as far as this backend knows: what it last sent and read), any
+        other one call of one token; ``requests``: the completion streams this step opened."""
+        self._opened = self._prefilled = 0
         token = self._next(context, sampler)
-        return Step(token, calls=(1,) if token != self.end_id else (), requests=self._opened)
+        if token == END and self.vocab is None:  # the stream ended: nothing evaluated for it
+            return Step(token, requests=self._opened)
+        return Step(token, calls=(self._prefilled or 1,), requests=self._opened)
 
     def _next(self, context: Sequence[int], sampler: Sampler) -> int:
         if self._chunks is None or list(context) != self._stream_context:
@@ -232,6 +254,7 @@ class OpenAIBackend:
             if self._queue:
                 token = self._queue.popleft()
                 self._stream_context.append(token)
+                self._server_holds = self._stream_context
                 return token
             if self._ended:
                 self._close_stream()
@@ -328,6 +351,7 @@ class OpenAIBackend:
         on the server in one request: its top choices at each position (``check.Scores``)."""
         scored_context = list(context) + ([then] if then is not None else [])
         scored = server_scoring.score(self, scored_context, len(context) - n)
+        self._server_holds = scored_context
         return server_scoring.TopRows(scored, scored_context[len(context) - n:]), scored.evaluated
 
     def can_check(self) -> bool:
@@ -360,6 +384,8 @@ class OpenAIBackend:
         prompt and answer it ever served)."""
         self._close_stream()
         self._stream_context = []
+        if self.vocab is None:
+            self._server_holds = []  # local ids of another request mean nothing
         self._pieces, self._ids = [b""], {}
 
     def close(self) -> None:

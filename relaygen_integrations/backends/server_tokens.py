@@ -91,23 +91,30 @@ class ChunkReader:
 def missing_ids(ids: list[int], text: bytes, token_bytes: Callable[[int], bytes],
                 tokenize: Callable[[bytes], list[int]]) -> list[int]:
     """llama-server lists only the last token of a chunk whose text includes tokens it held back (a
-    character split over tokens): those come first, re-derived from their text."""
+    character split over tokens): those come first, re-derived from the chunk's text (its tokenisation, where
+    that ends with the listed tokens; a prefix alone may be a broken character, which would not tokenise)."""
     if not text or not ids:
         return ids
     listed = b"".join(token_bytes(t) for t in ids)
     if len(text) <= len(listed) or not text.endswith(listed):
         return ids
+    whole = tokenize(text)
+    if whole[len(whole) - len(ids):] == ids:
+        return whole
     return tokenize(text[: len(text) - len(listed)]) + ids
 
 
-def tokenize_request(kind: str, model: str, text: str) -> tuple[str, dict] | None:
-    """The path and body asking the server to tokenise ``text`` without special tokens (None: no such
-    endpoint). vLLM and SGLang: /tokenize ``prompt``, ``add_special_tokens``; llama-server: ``content``,
-    ``add_special``. All answer ``{"tokens": [...]}``."""
+def tokenize_request(kind: str, model: str, text: str) -> tuple[str, dict, bool] | None:
+    """The path and body asking the server to tokenise ``text``, and whether its answer starts with the BOS
+    token a model that adds one adds (None: no such endpoint). vLLM and SGLang: /tokenize ``prompt``,
+    ``add_special_tokens``; llama-server: ``content``, ``add_special``; llama-cpp-python: /extras/tokenize
+    ``input`` (special tokens and BOS always). All answer ``{"tokens": [...]}``."""
     if kind in ("vllm", "sglang"):
-        return "/tokenize", {"model": model, "prompt": text, "add_special_tokens": False}
+        return "/tokenize", {"model": model, "prompt": text, "add_special_tokens": False}, False
     if kind == "llama-server":
-        return "/tokenize", {"content": text, "add_special": False}
+        return "/tokenize", {"content": text, "add_special": False}, False
+    if kind == "llama-cpp-python":
+        return "/extras/tokenize", {"model": model, "input": text}, True
     return None
 
 

@@ -92,8 +92,13 @@ def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES,
     realistic content), for each backend of ``{name: backend}``. Each call is one ``next_token``
     (evaluate, read logits, choose greedily), as the engine makes them. The models take turns call by
     call and the sweep is repeated, so a slow spell of the machine hits every model and size alike;
-    each size's median is kept. Caches are reset afterwards. ``backends``: local backends (``evaluate_rows``)."""
+    each size's median is kept. Caches are reset afterwards. A server backend is timed the same way over
+    HTTP (``_measure_server``): what a call costs there includes the round trip."""
+    from ..backends.local import LocalBackend
     from ..core.sampling import Sampler, SamplingParams
+
+    if not all(isinstance(b, LocalBackend) for b in backends.values()):
+        return _measure_server(backends, tokens, sizes, repeats, context, row_sizes)
 
     need = context + max(sizes)
     if len(tokens) < need:
@@ -123,6 +128,45 @@ def measure(backends: dict, tokens: Sequence[int], sizes: Sequence[int] = SIZES,
         b.reset()
     return {name: UnitCosts(list(sizes), [statistics.median(times[name][n]) for n in sizes], list(row_sizes),
                             [statistics.median(rows[name][n]) for n in row_sizes]) for name in backends}
+
+
+def _measure_server(backends: dict, tokens: Sequence[int], sizes: Sequence[int], repeats: int, context: int,
+                    row_sizes: Sequence[int]) -> dict[str, UnitCosts]:
+    """Unit costs of server backends: a call of n tokens is a stream opened on a context whose first
+    ``context`` tokens the server's prefix cache holds, read up to its first token; a row call is a scoring
+    request of n tokens (where the server scores; otherwise the plain calls stand in)."""
+    from ..core.sampling import Sampler, SamplingParams
+
+    room = min(b.n_ctx for b in backends.values()) - 2  # a server refuses a request past its context
+    context = min(context, room // 2)
+    sizes = [n for n in sizes if context + n <= room] or [1]
+    row_sizes = [n for n in row_sizes if context + n <= room] or [1]
+    tokens = (list(tokens) * ((context + max(sizes)) // max(1, len(tokens)) + 1))[: context + max(sizes)]
+    sampler = Sampler(SamplingParams(temperature=0, max_tokens=1).validated())
+    times = {name: {n: [] for n in sizes} for name in backends}
+    rows = {name: {n: [] for n in row_sizes} for name in backends if backends[name].can_check()}
+    for b in backends.values():
+        b.reset()
+        b.next_token(tokens[:context], sampler)  # the server caches the shared prefix
+        b.pause()
+    for _ in range(repeats):
+        for n in sizes:
+            for name, b in backends.items():
+                t0 = time.perf_counter()
+                b.next_token(tokens[:context + n], sampler)
+                times[name][n].append(time.perf_counter() - t0)
+                b.pause()
+        for n in row_sizes:
+            for name in rows:
+                t0 = time.perf_counter()
+                backends[name].check_rows(tokens[:context + n], n)
+                rows[name][n].append(time.perf_counter() - t0)
+    for b in backends.values():
+        b.reset()
+    return {name: UnitCosts(list(sizes), [statistics.median(times[name][n]) for n in sizes],
+                            list(row_sizes) if name in rows else None,
+                            [statistics.median(rows[name][n]) for n in row_sizes] if name in rows else None)
+            for name in backends}
 
 
 def relay_what_if(large: UnitCosts, small: UnitCosts, large_share: float, tokens: int = 300,

@@ -65,8 +65,9 @@ class BenchSettings:
             raise ConfigError("--start must be >= 0")
         if self.max_tokens < 1:
             raise ConfigError("--max-tokens must be at least 1")
-        if self.backend == "openai" and "+" in self.methods:
-            raise ConfigError("speculative methods (+draft, +lookup) run in process: use the llamacpp or hf backend")
+        if self.backend == "openai" and any(m.speculative != "off" for m in parse_methods(self.methods)):
+            raise ConfigError("speculative methods (+draft, +lookup) run in process: use the llamacpp or hf backend "
+                              "(the checked methods, +check, +exact and +tau=P, run over servers that score)")
         self.spec(spelled=spelled)  # the backend's options, checked against what it takes
         return self
 
@@ -210,7 +211,10 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
         writer.write({"type": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "settings": as_dict, "machine": machine_description(), "profile": base.profile.name,
                       "reasoning_end": base.config.reasoning_end})
-        if settings.costs:
+        if settings.costs and (base.large.local_ids or base.small.local_ids):
+            if console:  # a server without its model's tokenizer: no token counts to price
+                console.print("no cost model over servers without the models' tokenizers (tokenizer=): skipped")
+        elif settings.costs:
             _wait_while_paused(out)
             writer.write(_measure_costs(runner, [p["problem"] for _, p in problems[:40]], console))
         _answer_all(runner, answerer, methods, todo, done, settings, writer, remaining, progress, console)

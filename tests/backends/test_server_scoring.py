@@ -23,13 +23,15 @@ from tiny_gguf import write_tiny_gguf  # noqa: E402
 GREEDY = SamplingParams(temperature=0, max_tokens=48)
 # llama.cpp needs at least one merge; this one joins two control bytes, which ascii_only models never write
 NO_TEXT_MERGE = ("\u0100 \u0101",)
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     d = tmp_path_factory.mktemp("scoring")
-    return tuple(write_tiny_gguf(d / f"bos-{seed}.gguf", seed=seed, merges=NO_TEXT_MERGE, ascii_only=True, add_bos=True)
-                 for seed in (0, 1))
+    return tuple(write_tiny_gguf(d / f"bos-{seed}.gguf", seed=seed, merges=NO_TEXT_MERGE, ascii_only=True, add_bos=True,
+                                 chat_template=CHATML) for seed in (0, 1))
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +120,37 @@ def test_a_model_without_bos_gets_the_shifted_echo_which_is_refused(tmp_path):
 
 def test_a_tokenizer_that_is_not_the_servers_is_one_clear_error(servers, tmp_path):
     other = write_tiny_gguf(tmp_path / "merges.gguf", seed=0, merges=("Ġ t", "t h"))
-    with pytest.raises(ConfigError, match=r"tokenizer must be the served model's GGUF file, got '.*nope.gguf' "
+    with pytest.raises(ConfigError, match=r"tokenizer must be auto, model, none or the served model's GGUF file, got '.*nope.gguf' "
                                           r"\(no such file\)"):
         OpenAIBackend(servers[0], chat_format="raw", tokenizer=tmp_path / "nope.gguf")
-    assert OpenAIBackend(servers[0], chat_format="raw", tokenizer=other).vocab is not None  # no /tokenize to ask
+    with pytest.raises(ConfigError, match=r"tokenises differently from the tokenizer .*merges.gguf \(first difference"):
+        OpenAIBackend(servers[0], chat_format="raw", tokenizer=other)
+
+
+def test_the_bench_runs_the_checked_relay_over_servers_with_the_cost_model(servers, models, tmp_path):
+    """`relaygen bench run --backend openai` takes the checked methods (it refused every `+` method) and
+    measures the cost model's unit costs over the servers, scoring requests included; the answers' cuts
+    are the in-process ones."""
+    import subprocess
+    import sys
+
+    from busy_cues import ANY_LETTER_FILE as profile
+
+    run = ["bench", "run", "--data", "gsm8k", "--limit", "1", "--max-tokens", "40", "--no-agreement",
+           "--methods", f"large,relay:{profile}+tau=0.9", "--large", str(models[0]), "--small", str(models[1])]
+
+    def relaygen(*args):
+        p = subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", *args], capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+
+    relaygen(*run, "--backend", "openai", "--large-url", servers[0], "--small-url", servers[1], "--n-ctx", "512",
+             "--tokenizer", "model", "--out", str(tmp_path / "servers.jsonl"))
+    relaygen(*run, "--threads", "1", "--no-costs", "--out", str(tmp_path / "local.jsonl"))
+    remote, local = ([json.loads(line) for line in (tmp_path / f).read_text().splitlines()]
+                     for f in ("servers.jsonl", "local.jsonl"))
+    costs = next(r for r in remote if r["type"] == "costs")
+    assert costs["large"]["row_seconds"] and all(t > 0 for t in costs["large"]["seconds"])
+    checked = [[r for r in rs if r.get("method", "").endswith("+tau=0.9")][0] for rs in (remote, local)]
+    assert checked[0]["segments"] == checked[1]["segments"] and checked[0]["text"] == checked[1]["text"]
+    assert checked[0]["sentences_checked"] > 0 and checked[0]["models"]["large"]["server_requests"] > 0
