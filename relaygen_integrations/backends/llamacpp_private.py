@@ -4,8 +4,9 @@
 last with ``logits_all`` off), to read a token's vocabulary text, or to load weights outside llama.cpp's
 extra buffer types. What is used: ``Llama._model`` (vocab, token_get_text, add_bos_token), ``Llama._ctx``
 (ctx, kv_cache_seq_rm, decode), ``Llama._batch.set_batch``, the ``input_ids``/``n_tokens`` token buffer,
-and ``llama_cpp.llama_cpp.llama_model_default_params``. ``check()`` runs at import, so a release that
-renames any of them fails with one clear line instead of an AttributeError in the middle of a request.
+``llama_cpp.llama_cpp.llama_model_default_params`` and ``llama_cpp._utils.suppress_stdout_stderr``. ``check()``
+runs at import, so a release that renames any of them fails with one clear line instead of an AttributeError
+in the middle of a request.
 """
 
 from __future__ import annotations
@@ -27,11 +28,20 @@ def check() -> None:
         (llama_cpp.Llama, "eval"), (llama_cpp._internals.LlamaModel, "token_get_text"),
         (llama_cpp._internals.LlamaModel, "add_bos_token"), (llama_cpp._internals.LlamaContext, "kv_cache_seq_rm"),
         (llama_cpp._internals.LlamaContext, "decode"), (llama_cpp._internals.LlamaBatch, "set_batch"),
-        (llama_cpp.llama_cpp, "llama_model_default_params"),
+        (llama_cpp.llama_cpp, "llama_model_default_params"), (llama_cpp._utils, "suppress_stdout_stderr"),
     ) if not hasattr(owner, name)]
     if missing:
         raise ImportError(f"llama-cpp-python {llama_cpp.__version__} lacks {', '.join(missing)}, which the llamacpp "
                           f"backend uses (tested with {TESTED}): pip install 'llama-cpp-python=={TESTED}'")
+
+
+def vocab_only(path: str) -> llama_cpp.Llama:
+    """Only a GGUF file's vocabulary. llama.cpp warns on stderr that a context longer than the (absent)
+    training context may overflow, whatever ``verbose`` says: a tokenizer has no context to overflow."""
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    with suppress_stdout_stderr(disable=False):
+        return llama_cpp.Llama(model_path=path, vocab_only=True, n_ctx=8, verbose=False)
 
 
 def vocab(llm: llama_cpp.Llama):

@@ -68,7 +68,7 @@ class GGUFVocab(LlamaVocab):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.llm = llama_cpp.Llama(model_path=str(self.path), vocab_only=True, n_ctx=8, verbose=False)
+        self.llm = private.vocab_only(str(self.path))
         self._init_vocab()
         self._fingerprint: str | None = None
 

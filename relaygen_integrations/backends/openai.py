@@ -92,7 +92,7 @@ class OpenAIBackend:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
         self.model = model or self._first_model()
         self.kind = server_kind.resolve(server, self._get_json, self.root_url)
-        self.vocab = self._load_vocab(tokenizer, chat_template)
+        self.vocab = server_tokens.load_vocab(self, tokenizer, chat_template)
         self.local_ids = self.vocab is None  # ids from a per-request table: the prompt is tokenised where it runs
         self.by_id = self.vocab is not None and self.kind in server_tokens.ID_PROMPTS
         self.end_id = END if self.vocab is None else self.vocab.end_token()
@@ -109,32 +109,6 @@ class OpenAIBackend:
         self._ended = False  # the open stream said the completion is over
         self._opened = 0  # streams opened during the current next_token call
         self._prefilled = 0  # tokens the streams opened by this next_token call had the server evaluate
-
-    def _load_vocab(self, tokenizer, chat_template):
-        """The served model's vocabulary, checked against the server's own tokenizer where it has one."""
-        template_gguf = str(chat_template).endswith(".gguf") and Path(str(chat_template)).is_file()
-        if tokenizer in (None, "auto"):
-            tokenizer = chat_template if template_gguf and self.kind in server_tokens.ID_PROMPTS else None
-        elif tokenizer == "model":
-            if not template_gguf:
-                raise ConfigError("tokenizer='model' takes the tokenizer from the model's GGUF file (its chat template "
-                                  f"source), and the chat template here is not a GGUF file: {str(chat_template)[:80]!r}")
-            tokenizer = chat_template
-        if tokenizer in (None, False, "none"):
-            return None
-        path = Path(str(tokenizer))
-        if path.suffix != ".gguf" or not path.is_file():
-            raise ConfigError(f"tokenizer must be auto, model, none or the served model's GGUF file, got "
-                              f"{str(tokenizer)!r}" + ("" if path.exists() else " (no such file)"))
-        from .llamacpp_vocab import GGUFVocab
-
-        vocab = GGUFVocab(path)
-        asked = server_tokens.tokenize_request(self.kind, self.model, server_tokens.PROBE_TEXT)
-        if asked is not None:
-            route, body, with_bos = asked
-            ours = vocab.tokenize(server_tokens.PROBE_TEXT.encode("utf-8"), special=with_bos, add_bos=with_bos)
-            server_tokens.check_same_tokenizer(self.root_url, ours, self.post_root(route, body), str(path))
-        return vocab
 
     # --- HTTP --------------------------------------------------------------------------------
     def _send(self, method: str, path: str, root: bool = False, **kw) -> requests.Response:

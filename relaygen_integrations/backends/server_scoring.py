@@ -1,7 +1,7 @@
 """Scoring on a server: the log-probability of given tokens after a prefix, and the top choices at each
 position, which the checked relay, calibration and lm-eval's log-likelihoods need.
 
-Each kind's best path, read from its released source (``../docs`` has the table; nothing here ran against
+Each kind's best path, read from its released source (README's server-kind table; nothing here ran against
 vLLM or SGLang, whose paths are tested against protocol test servers in tests/backends):
 
     sglang            POST /generate: ``input_ids``, ``return_logprob``, ``logprob_start_len = first - 1``,
@@ -99,6 +99,17 @@ def problem(backend) -> str | None:
     return (f"its echoed prompt log-probabilities are misaligned for this model ({got} scored tokens for a "
             f"{m}-token prompt and 1 generated: shifted by one position, llama-cpp-python#1983, which hits models "
             "that add no BOS token), so they would be wrong numbers")
+
+
+def slow_path(backend) -> str | None:
+    """What a user should know about this server's scoring cost, where it recomputes the whole prefix."""
+    if backend.kind == "vllm" and backend.scoring_problem is None and not backend.vllm_generate():
+        return (f"{backend.root_url}: vLLM without --enable-scale-out scores through /v1/completions prompt_logprobs, "
+                "which skips its prefix cache: each check recomputes the whole context")
+    if backend.kind == "llama-cpp-python" and backend.scoring_problem is None:
+        return (f"{backend.root_url}: llama-cpp-python's server sorts the whole vocabulary in Python at every scored "
+                "position: checks are slow for real vocabularies")
+    return None
 
 
 def score(backend, context: Sequence[int], first: int, top_n: int = TOP_N) -> Scored:

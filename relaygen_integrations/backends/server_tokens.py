@@ -24,6 +24,7 @@ tokenised here.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from ..core.sampling import SamplingParams
@@ -116,6 +117,35 @@ def tokenize_request(kind: str, model: str, text: str) -> tuple[str, dict, bool]
     if kind == "llama-cpp-python":
         return "/extras/tokenize", {"model": model, "input": text}, True
     return None
+
+
+def load_vocab(backend, tokenizer, chat_template):
+    """The served model's vocabulary (``GGUFVocab``) for an ``OpenAIBackend``, or None: ``tokenizer`` is
+    auto (the chat template's GGUF file where the server takes id prompts), model (that file, any server),
+    none, or a GGUF file. Checked at once against the server's own tokenizer where it has an endpoint."""
+    template_gguf = str(chat_template).endswith(".gguf") and Path(str(chat_template)).is_file()
+    if tokenizer in (None, "auto"):
+        tokenizer = chat_template if template_gguf and backend.kind in ID_PROMPTS else None
+    elif tokenizer == "model":
+        if not template_gguf:
+            raise ConfigError("tokenizer='model' takes the tokenizer from the model's GGUF file (its chat template "
+                              f"source), and the chat template here is not a GGUF file: {str(chat_template)[:80]!r}")
+        tokenizer = chat_template
+    if tokenizer in (None, False, "none"):
+        return None
+    path = Path(str(tokenizer))
+    if path.suffix != ".gguf" or not path.is_file():
+        raise ConfigError(f"tokenizer must be auto, model, none or the served model's GGUF file, got "
+                          f"{str(tokenizer)!r}" + ("" if path.exists() else " (no such file)"))
+    from .llamacpp_vocab import GGUFVocab
+
+    vocab = GGUFVocab(path)
+    asked = tokenize_request(backend.kind, backend.model, PROBE_TEXT)
+    if asked is not None:
+        route, body, with_bos = asked
+        ours = vocab.tokenize(PROBE_TEXT.encode("utf-8"), special=with_bos, add_bos=with_bos)
+        check_same_tokenizer(backend.root_url, ours, backend.post_root(route, body), str(path))
+    return vocab
 
 
 def check_same_tokenizer(url: str, ours: list[int], theirs: object, tokenizer: str) -> None:

@@ -206,11 +206,14 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
     runner = MethodRunner(base, methods, drafters)
     answerer = RelayEngine(base.large, base.small, base.profile, RelayConfig(mode="small"))
 
+    notes = _scoring_notes(runner, methods)
     writer = _Writer(out)
     try:
         writer.write({"type": "run", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "settings": as_dict, "machine": machine_description(), "profile": base.profile.name,
-                      "reasoning_end": base.config.reasoning_end})
+                      "reasoning_end": base.config.reasoning_end, **({"notes": notes} if notes else {})})
+        for note in notes if console else ():
+            console.print(f"note: {note}")
         if settings.costs and (base.large.local_ids or base.small.local_ids):
             if console:  # a server without its model's tokenizer: no token counts to price
                 console.print("no cost model over servers without the models' tokenizers (tokenizer=): skipped")
@@ -225,6 +228,17 @@ def run_bench(settings: BenchSettings, out: Path, progress: bool = True, console
         if "draft" in drafters:
             drafters["draft"].close()
     return out
+
+
+def _scoring_notes(runner: MethodRunner, methods) -> list[str]:
+    """Where a checked method's scoring is slow on its server (say so, as its cost is priced as measured)."""
+    from ..backends.local import LocalBackend
+
+    if not any(m.check != "off" for m in methods) or isinstance(runner.large, LocalBackend):
+        return []
+    from ..backends.server_scoring import slow_path
+
+    return [note for note in [slow_path(runner.large)] if note]
 
 
 def _measure_costs(runner: MethodRunner, texts: list[str], console) -> dict:

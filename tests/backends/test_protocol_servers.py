@@ -133,3 +133,15 @@ def test_ids_llama_server_held_back_come_first_re_derived_from_their_text(models
     assert missing_ids(listed, e_acute + b"x", vocab.token_bytes, vocab.tokenize) == vocab.tokenize(e_acute) + listed
     assert missing_ids(second, e_acute, vocab.token_bytes, vocab.tokenize) == first + second
     assert missing_ids(listed, b"x", vocab.token_bytes, vocab.tokenize) == listed  # nothing held back
+
+
+def test_a_scoring_path_that_recomputes_the_prefix_is_named(setup, models):
+    """vLLM without --enable-scale-out scores through /v1/completions, which skips its prefix cache: the bench
+    says so (and prices what the server recomputes: the whole context per check)."""
+    from relaygen_integrations.backends.server_scoring import slow_path
+
+    large = over_servers(setup, models).large
+    note = slow_path(large)
+    assert (note is not None and "--enable-scale-out" in note) == (setup[0] == "vllm" and not setup[1])
+    rows, evaluated = large.check_rows(large.prompt_tokens("The sea is wide and deep"), 3)
+    assert evaluated == (len(large.prompt_tokens("The sea is wide and deep")) if note else 4)
