@@ -37,8 +37,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--server", default=None, choices=KINDS,
                    help="openai: what the servers are, which says what they can do (default: recognised at start-up)")
     g.add_argument("--tokenizer", default=None, choices=("auto", "model", "none"),
-                   help="openai: hand off and score by token id with each model's own tokenizer, from its GGUF file; "
-                        "auto (default): where the server takes token-id prompts; model: on any server; none: by text")
+                   help="openai: hand off and score by token id with each model's own tokenizer, from where its chat "
+                        "template comes (GGUF file or model directory); auto (default): where the server takes "
+                        "token-id prompts; model: on any server; none: by text")
 
 
 def add_cue_options(p: argparse.ArgumentParser, what: str) -> None:

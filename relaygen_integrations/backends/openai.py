@@ -8,11 +8,11 @@ model it closes the stream, and the server stops generating (vLLM, SGLang and ll
 whose client disconnects). Server-side stop strings are not used to find cues: the OpenAI protocol drops
 the matched stop string, and a word cue needs the character after it.
 
-Tokens: with the served model's tokenizer (``tokenizer=``, a GGUF file; by default the chat template's
-GGUF file where the server takes token-id prompts) the ids are the server's own: the context goes as a
-list of ids and the generated ids come back from the stream (``server_tokens.py``), checked once at
-start-up against the server's ``/tokenize``. Without one, each streamed piece of text gets a local id in a
-per-request table and hand-offs go by text (``local_ids``).
+Tokens: with the served model's tokenizer (``tokenizer=``, a GGUF file or Hugging Face directory; by
+default the chat template's source where the server takes token-id prompts) the ids are the server's own:
+the context goes as a list of ids and the generated ids come back from the stream (``server_tokens.py``),
+checked once at start-up against the server's ``/tokenize``. Without one, each streamed piece of text gets
+a local id in a per-request table and hand-offs go by text (``local_ids``).
 
 Scoring (the check, calibration, log-likelihoods) goes by id too, on the servers that can
 (``server_scoring.py``); ``why_no_scoring`` says why another cannot, and what to do instead.
@@ -55,9 +55,10 @@ class OpenAIBackend:
 
     ``chat_template``: a GGUF file, a tokenizer_config.json / model directory, or Jinja text, used
     to render chat prompts locally (servers do not expose their template for raw completions);
-    ``chat_format='raw'`` joins message contents instead. ``tokenizer``: the served model's GGUF file, for
-    hand-offs and scoring by token id; ``"auto"`` (default): ``chat_template`` when it is a GGUF file and the
-    server takes token-id prompts; ``"model"``: ``chat_template``'s GGUF file whatever the server; ``"none"``. ``server``: what the server is (``sglang``, ``vllm``,
+    ``chat_format='raw'`` joins message contents instead. ``tokenizer``: the served model's GGUF file or Hugging
+    Face directory, for hand-offs and scoring by token id; ``"auto"`` (default): where ``chat_template`` comes
+    from (a GGUF file, a model directory) if the server takes token-id prompts; ``"model"``: that, whatever the
+    server; ``"none"``. ``server``: what the server is (``sglang``, ``vllm``,
     ``llama-server``, ``llama-cpp-python`` or ``openai``; default: recognised at start-up,
     ``backends/server_kind.py``), which says what it can do. ``model``: the served model's name
     (default: the first one the server lists). ``max_request_tokens``: the most tokens one streamed

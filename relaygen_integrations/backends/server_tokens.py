@@ -119,27 +119,46 @@ def tokenize_request(kind: str, model: str, text: str) -> tuple[str, dict, bool]
     return None
 
 
+def tokenizer_files(source) -> Path | None:
+    """Where a model's tokenizer is, from what names its chat template: a GGUF file, or a Hugging Face model
+    directory (or a file in one) with ``tokenizer.json`` / ``tokenizer_config.json``; None for Jinja text."""
+    try:
+        path = Path(str(source)).expanduser()
+        if path.is_file() and path.suffix == ".gguf":
+            return path
+        root = path.parent if path.is_file() else path
+        if root.is_dir() and ((root / "tokenizer.json").is_file() or (root / "tokenizer_config.json").is_file()):
+            return root
+    except OSError:  # Jinja text too long to be a file name
+        pass
+    return None
+
+
 def load_vocab(backend, tokenizer, chat_template):
-    """The served model's vocabulary (``GGUFVocab``) for an ``OpenAIBackend``, or None: ``tokenizer`` is
-    auto (the chat template's GGUF file where the server takes id prompts), model (that file, any server),
-    none, or a GGUF file. Checked at once against the server's own tokenizer where it has an endpoint."""
-    template_gguf = str(chat_template).endswith(".gguf") and Path(str(chat_template)).is_file()
+    """The served model's vocabulary (``GGUFVocab`` or ``HFTokenizer``) for an ``OpenAIBackend``, or None:
+    ``tokenizer`` is auto (where its chat template comes from, a GGUF file or model directory, where the server
+    takes id prompts), model (that, whatever the server), none, or the files themselves. Checked at once against
+    the server's own tokenizer where it has an endpoint for it."""
+    own = tokenizer_files(chat_template) if chat_template is not None else None
     if tokenizer in (None, "auto"):
-        tokenizer = chat_template if template_gguf and backend.kind in ID_PROMPTS else None
+        tokenizer = own if backend.kind in ID_PROMPTS else None
     elif tokenizer == "model":
-        if not template_gguf:
-            raise ConfigError("tokenizer='model' takes the tokenizer from the model's GGUF file (its chat template "
-                              f"source), and the chat template here is not a GGUF file: {str(chat_template)[:80]!r}")
-        tokenizer = chat_template
+        if own is None:
+            raise ConfigError("tokenizer='model' takes the tokenizer from where the chat template comes from (a GGUF "
+                              "file or a model directory), and the chat template here is neither: "
+                              f"{str(chat_template)[:80]!r}")
+        tokenizer = own
     if tokenizer in (None, False, "none"):
         return None
-    path = Path(str(tokenizer))
-    if path.suffix != ".gguf" or not path.is_file():
-        raise ConfigError(f"tokenizer must be auto, model, none or the served model's GGUF file, got "
-                          f"{str(tokenizer)!r}" + ("" if path.exists() else " (no such file)"))
-    from .llamacpp_vocab import GGUFVocab
-
-    vocab = GGUFVocab(path)
+    path = tokenizer_files(tokenizer)
+    if path is None:
+        raise ConfigError(f"tokenizer must be auto, model, none, the served model's GGUF file or its Hugging Face "
+                          f"directory, got {str(tokenizer)!r}" + ("" if Path(str(tokenizer)).exists() else " (no such file)"))
+    if path.suffix == ".gguf":
+        from .llamacpp_vocab import GGUFVocab as Vocab
+    else:
+        from .hf_vocab import HFTokenizer as Vocab
+    vocab = Vocab(path)
     asked = tokenize_request(backend.kind, backend.model, PROBE_TEXT)
     if asked is not None:
         route, body, with_bos = asked

@@ -4,13 +4,13 @@ loading (dequantised to the chosen dtype), on CPU, CUDA or Apple MPS."""
 from __future__ import annotations
 
 import inspect
-import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..errors import ConfigError, ModelNotFoundError
+from .hf_vocab import HFVocab
 from .local import LocalBackend, check_gguf_header, check_local_options, unloadable_gguf
 from .scoring import Scoring
 
@@ -23,23 +23,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "the transformers backend needs torch and transformers: pip install 'relaygen-integrations[hf]'"
     ) from exc
 
-# Tokens that end an assistant turn in common chat formats, treated as end of generation when the
-# vocabulary has them (llama.cpp does the same from GGUF metadata and token names).
-_END_OF_TURN = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<|end|>", "</s>")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _byte_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's byte-to-unicode map, which byte-level BPE vocabularies are written in."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    out, extra = {}, 0
-    for b in range(256):
-        if b in keep:
-            out[chr(b)] = b
-        else:
-            out[chr(256 + extra)] = b
-            extra += 1
-    return out
 
 
 def pick_device(device: str) -> str:
@@ -52,7 +36,7 @@ def pick_device(device: str) -> str:
     return "cpu"
 
 
-class TransformersBackend(Scoring, LocalBackend):
+class TransformersBackend(HFVocab, Scoring, LocalBackend):
     """One transformers causal LM with its own ``DynamicCache``, cropped on rollback.
 
     ``model_path``: a model directory, or a ``.gguf`` file (transformers dequantises it, so the
@@ -100,19 +84,12 @@ class TransformersBackend(Scoring, LocalBackend):
             raise ConfigError(f"{path.name} has no chat template: pass chat_format='raw'")
         limit = getattr(self.model.config, "max_position_embeddings", None) or n_ctx
         self._n_ctx = min(n_ctx, limit)
-        self._n_vocab = self.model.get_output_embeddings().weight.shape[0]
-        self._pieces = self.tokenizer.convert_ids_to_tokens(list(range(self._n_vocab)))
-        self._bytes = self._token_bytes_table()
-        self._eog = self._end_of_generation_ids()
-        self._bos = self.tokenizer.bos_token_id if self._adds_bos() else None
-        self._bos_text = self.tokenizer.bos_token or ""
+        self._init_vocab(self.tokenizer, self.model.get_output_embeddings().weight.shape[0],
+                         (self.model.generation_config, self.model.config))
         # transformers 5.x renamed the forward argument past_key_values to cache
         self._cache_kw = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self._cache = DynamicCache(config=self.model.config)
         self._logits: np.ndarray | None = None
-        # A fast tokenizer used by two threads at once raises "Already borrowed": a request is prepared on its
-        # caller's thread while another runs. One lock per tokenizer (twins from sharing_weights share it).
-        self._tokenizing = threading.Lock()
 
     @classmethod
     def sharing_weights(cls, other: "TransformersBackend") -> "TransformersBackend":
@@ -125,64 +102,10 @@ class TransformersBackend(Scoring, LocalBackend):
         twin._logits = None
         return twin
 
-    def _token_bytes_table(self) -> list[bytes]:
-        """Raw bytes per token id: byte-level BPE pieces map through GPT-2's table, SentencePiece
-        pieces use '▁' for spaces and <0xNN> for bytes; special tokens are their text."""
-        special = set(self.tokenizer.all_special_ids) | {
-            i for i, t in self.tokenizer.added_tokens_decoder.items() if t.special}
-        decoder = self.tokenizer.backend_tokenizer.decoder if self.tokenizer.is_fast else None
-        byte_level = decoder is not None and "ByteLevel" in type(decoder).__name__
-        table, bd = [], _byte_decoder()
-        for i, piece in enumerate(self._pieces):
-            piece = piece or ""
-            if i in special:
-                table.append(piece.encode())
-            elif byte_level:
-                table.append(bytes(bd[c] for c in piece) if all(c in bd for c in piece) else piece.encode())
-            elif len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-                table.append(bytes([int(piece[3:5], 16)]))
-            else:
-                table.append(piece.replace("▁", " ").encode())
-        return table
-
-    def _end_of_generation_ids(self) -> set[int]:
-        ids: set[int] = set()
-        for source in (self.model.generation_config, self.model.config, self.tokenizer):
-            value = getattr(source, "eos_token_id", None)
-            ids.update(value if isinstance(value, (list, tuple)) else [value] if value is not None else [])
-        vocab = self.tokenizer.get_vocab()
-        ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
-        return {i for i in ids if 0 <= i < self._n_vocab}
-
-    def _adds_bos(self) -> bool:
-        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
-        return self.tokenizer.bos_token_id is not None and probe[:1] == [self.tokenizer.bos_token_id]
-
     # --- the protocol ------------------------------------------------------------------------
     @property
     def n_ctx(self) -> int:
         return self._n_ctx
-
-    @property
-    def n_vocab(self) -> int:
-        return self._n_vocab
-
-    def tokenize(self, text: bytes, special: bool = False, add_bos: bool = False) -> list[int]:
-        s = text.decode("utf-8", errors="replace")
-        with self._tokenizing:
-            ids = self.tokenizer(s, add_special_tokens=False, split_special_tokens=not special)["input_ids"]
-        if add_bos and self._bos is not None and not (self._bos_text and s.startswith(self._bos_text)):
-            ids = [self._bos] + ids
-        return ids
-
-    def token_bytes(self, token: int) -> bytes:
-        return self._bytes[token]
-
-    def token_text(self, token: int) -> bytes:
-        return (self._pieces[token] or "").encode()
-
-    def is_end_of_generation(self, token: int) -> bool:
-        return token in self._eog
 
     def chat_prompt(self, messages: list[dict]) -> str:
         if self.chat_format == "raw":
@@ -218,14 +141,6 @@ class TransformersBackend(Scoring, LocalBackend):
 
     def on_gpu(self) -> bool:
         return self.device != "cpu"
-
-    def document_start_token(self) -> int:
-        if self._bos is not None:
-            return self._bos
-        eos = self.tokenizer.eos_token_id
-        if eos is None:
-            raise ConfigError(f"{self.path.name} has neither a BOS nor an EOS token to start a scored text")
-        return eos
 
     def close(self) -> None:
         self._cache = None

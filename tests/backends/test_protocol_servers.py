@@ -145,3 +145,27 @@ def test_a_scoring_path_that_recomputes_the_prefix_is_named(setup, models):
     assert (note is not None and "--enable-scale-out" in note) == (setup[0] == "vllm" and not setup[1])
     rows, evaluated = large.check_rows(large.prompt_tokens("The sea is wide and deep"), 3)
     assert evaluated == (len(large.prompt_tokens("The sea is wide and deep")) if note else 4)
+
+
+@pytest.fixture(scope="module")
+def hf_tokenizers(models, tmp_path_factory):
+    """Hugging Face tokenizer directories of the tiny models (as a vLLM or SGLang user has them), written by
+    transformers from the GGUF files."""
+    transformers = pytest.importorskip("transformers")
+    out = []
+    for m in models:
+        d = tmp_path_factory.mktemp("hf-tokenizer")
+        transformers.AutoTokenizer.from_pretrained(str(m.parent), gguf_file=m.name).save_pretrained(d)
+        transformers.AutoConfig.from_pretrained(str(m.parent), gguf_file=m.name).save_pretrained(d)
+        out.append(d)
+    return out
+
+
+def test_a_hugging_face_tokenizer_directory_hands_off_and_checks_by_id(setup, models, hf_tokenizers):
+    large, small = (OpenAIBackend(url, chat_format="raw", tokenizer=d, n_ctx=512) for url, d in zip(setup[2], hf_tokenizers))
+    relay = RelayEngine(large, small, ANY_LETTER, RelayConfig(check="tau=0.9"))
+    assert large.by_id and relay.setup.by_ids and type(large.vocab).__name__ == "HFTokenizer"
+    prompt = "Zebras live in Africa. Their stripes"
+    remote = relay.generate(prompt, GREEDY, chat=False)
+    local = in_process(models, check="tau=0.9").generate(prompt, GREEDY, chat=False)
+    assert [(s.model, s.text) for s in remote.segments] == [(s.model, s.text) for s in local.segments]

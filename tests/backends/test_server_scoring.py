@@ -120,7 +120,7 @@ def test_a_model_without_bos_gets_the_shifted_echo_which_is_refused(tmp_path):
 
 def test_a_tokenizer_that_is_not_the_servers_is_one_clear_error(servers, tmp_path):
     other = write_tiny_gguf(tmp_path / "merges.gguf", seed=0, merges=("Ġ t", "t h"))
-    with pytest.raises(ConfigError, match=r"tokenizer must be auto, model, none or the served model's GGUF file, got '.*nope.gguf' "
+    with pytest.raises(ConfigError, match=r"tokenizer must be auto, model, none, the served model's GGUF file or its Hugging Face directory, got '.*nope.gguf' "
                                           r"\(no such file\)"):
         OpenAIBackend(servers[0], chat_format="raw", tokenizer=tmp_path / "nope.gguf")
     with pytest.raises(ConfigError, match=r"tokenises differently from the tokenizer .*merges.gguf \(first difference"):
