@@ -102,6 +102,9 @@ class HFVocab:
     def is_end_of_generation(self, token: int) -> bool:
         return token in self._eog
 
+    def is_control(self, token: int) -> bool:
+        return token in self.tokenizer.all_special_ids
+
     def document_start_token(self) -> int:
         if self._bos is not None:
             return self._bos

@@ -52,6 +52,9 @@ class LlamaVocab:
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
+    def is_control(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_control(self._vocab, token))
+
     def adds_bos(self) -> bool:
         return self.llm.token_bos() >= 0 and private.adds_bos(self.llm)
 

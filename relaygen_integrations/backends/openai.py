@@ -99,7 +99,7 @@ class OpenAIBackend:
         self.end_id = END if self.vocab is None else self.vocab.end_token()
         self.scoring_problem = server_scoring.problem(self)  # None where this server scores (probed once)
         self._vllm_generate: bool | None = None
-        self._piece_ids: dict[str, int] | None = None
+        self.text_keys: dict[str, list[int]] | None = None  # llama-cpp-python's top choices: text -> ids
         self._pieces: list[bytes] = [b""]  # local id -> text bytes; 0 is END
         self._ids: dict[bytes, int] = {}
         self._response: requests.Response | None = None
@@ -344,15 +344,6 @@ class OpenAIBackend:
                 "model": self.model, "token_ids": [self.end_id], "sampling_params": {"max_tokens": 1}})
             self._vllm_generate = r.status_code == 200
         return self._vllm_generate
-
-    def piece_ids(self):
-        """Text of a token -> its id (llama-cpp-python keys its top log-probabilities by text)."""
-        if self._piece_ids is None:
-            table: dict[str, int] = {}
-            for t in range(self.vocab.n_vocab):
-                table.setdefault(self.vocab.token_bytes(t).decode("utf-8", errors="ignore"), t)
-            self._piece_ids = table
-        return self._piece_ids.__getitem__
 
     def reset(self) -> None:
         """A new request: no open stream, and a fresh id table (a long-lived backend must not keep every

@@ -197,7 +197,7 @@ def _echo(backend, context: list[int], first: int, top_n: int) -> Scored:
     elif len(lp["tokens"]) != len(expected) + 1:
         raise ServerError(f"{backend.root_url}'s echoed log-probabilities are misaligned ({len(lp['tokens'])} for "
                           f"{len(expected)} prompt tokens and 1 generated): llama-cpp-python#1983")
-    pieces = backend.piece_ids()
+    keys = _text_keys(backend)
     for j, t in enumerate(expected):
         if lp["tokens"][j] != vocab.token_bytes(t).decode("utf-8", errors="ignore"):
             raise ServerError(f"{backend.root_url} tokenised the text differently from the local tokenizer at token {j} "
@@ -208,12 +208,39 @@ def _echo(backend, context: list[int], first: int, top_n: int) -> Scored:
         row = dict(lp["top_logprobs"][j])
         if len(row) > top_n:  # it adds the scored token to the top-N: not one of them
             row.pop(lp["tokens"][j])
-        try:
-            tops.append(sorted(((pieces(s), float(v)) for s, v in row.items()), key=lambda x: -x[1]))
-        except KeyError as e:
-            raise ServerError(f"{backend.root_url} returned a top token {e} that is no token's text here") from None
+        scored = expected[j] if j < len(expected) else None
+        tops.append(sorted(((_id_of(backend, keys, s, scored), float(v)) for s, v in row.items()), key=lambda x: -x[1]))
     logprobs = [float(v) if v is not None else -math.inf for v in lp["token_logprobs"][first - skip: len(expected)]]
     return Scored(logprobs, tops, len(context) - first + 1, greedy_last=ended)
+
+
+def _text_keys(backend) -> dict[str, list[int]]:
+    """Each text llama-cpp-python may key a top choice by, and the ids it stands for: a token's text decoded
+    with errors ignored, control tokens empty (its ``detokenize``)."""
+    if backend.text_keys is None:
+        vocab, table = backend.vocab, {}
+        for t in range(vocab.n_vocab):
+            text = "" if vocab.is_control(t) else vocab.token_bytes(t).decode("utf-8", errors="ignore")
+            table.setdefault(text, []).append(t)
+        backend.text_keys = table
+    return backend.text_keys
+
+
+def _id_of(backend, keys: dict[str, list[int]], text: str, scored: int | None) -> int:
+    """The id a top choice keyed by ``text`` stands for. Several tokens share a text (control tokens and broken
+    UTF-8 bytes are all empty): the scored token if it is one of them, else the end of generation, else an error."""
+    ids = keys.get(text)
+    if not ids:
+        raise ServerError(f"{backend.root_url} returned a top token {text!r} that is no token's text here")
+    if len(ids) == 1:
+        return ids[0]
+    if scored in ids:
+        return scored
+    ends = [t for t in ids if backend.vocab.is_end_of_generation(t)]
+    if ends:
+        return ends[0]
+    raise ServerError(f"{backend.root_url} (llama-cpp-python) keys its top choices by text, and {text!r} is the text "
+                      f"of {len(ids)} tokens: the large model's choice there is not known; use SGLang or vLLM")
 
 
 class ServerScoring(Scoring):

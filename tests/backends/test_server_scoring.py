@@ -154,3 +154,18 @@ def test_the_bench_runs_the_checked_relay_over_servers_with_the_cost_model(serve
     checked = [[r for r in rs if r.get("method", "").endswith("+tau=0.9")][0] for rs in (remote, local)]
     assert checked[0]["segments"] == checked[1]["segments"] and checked[0]["text"] == checked[1]["text"]
     assert checked[0]["sentences_checked"] > 0 and checked[0]["models"]["large"]["server_requests"] > 0
+
+
+def test_top_choices_keyed_by_a_text_many_tokens_share_stand_for_the_end_of_generation(servers, models):
+    """llama-cpp-python keys top choices by text, and control tokens and broken UTF-8 bytes all read "".
+    Regression: "" was taken for the first such token (byte 0x80), so where the large model would end the
+    text the check wrote a broken byte instead (seen in evals/servers_bench.py). With every token in the top
+    list, "" must stand for the end of generation."""
+    from relaygen_integrations.backends.server_scoring import score
+
+    large = OpenAIBackend(servers[0], chat_format="raw", tokenizer=models[0], n_ctx=512)
+    context = large.prompt_tokens("Zebras live in Africa. Their stripes")
+    scored = score(large, context, len(context) - 3, top_n=large.vocab.n_vocab)
+    empty = {t for row in scored.tops for t, _ in row if large.token_bytes(t).decode("utf-8", "ignore") == ""
+             or large.vocab.is_control(t)}
+    assert empty and all(large.is_end_of_generation(t) for t in empty)
