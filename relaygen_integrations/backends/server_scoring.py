@@ -216,12 +216,14 @@ def _echo(backend, context: list[int], first: int, top_n: int) -> Scored:
 
 def _text_keys(backend) -> dict[str, list[int]]:
     """Each text llama-cpp-python may key a top choice by, and the ids it stands for: a token's text decoded
-    with errors ignored, control tokens empty (its ``detokenize``)."""
+    with errors ignored; a control token's is empty or its name, depending on the tokens before it (its
+    ``detokenize``)."""
     if backend.text_keys is None:
         vocab, table = backend.vocab, {}
         for t in range(vocab.n_vocab):
-            text = "" if vocab.is_control(t) else vocab.token_bytes(t).decode("utf-8", errors="ignore")
-            table.setdefault(text, []).append(t)
+            text = vocab.token_bytes(t).decode("utf-8", errors="ignore")
+            for key in ("", text) if vocab.is_control(t) and text else (text,):
+                table.setdefault(key, []).append(t)
         backend.text_keys = table
     return backend.text_keys
 
