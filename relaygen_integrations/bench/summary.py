@@ -65,7 +65,9 @@ def _unit_costs(measurements: list[dict]) -> dict[str, UnitCosts]:
         def median(key: str) -> list[float]:
             return [statistics.median(c[role][key][i] for c in measurements) for i in range(len(first[key]))]
 
-        out[role] = UnitCosts(first["sizes"], median("seconds"), first["row_sizes"], median("row_seconds"))
+        rows = first.get("row_sizes") is not None  # None: a server that cannot score has no row calls
+        out[role] = UnitCosts(first["sizes"], median("seconds"), first.get("row_sizes"),
+                              median("row_seconds") if rows else None)
     out["draft"] = out["small"]  # the draft model is the pair's small model (same file, same costs)
     return out
 
