@@ -22,6 +22,8 @@ if not LLAMA_SERVER.is_file():
                 "scripts/test.sh runs it)", allow_module_level=True)
 
 GREEDY = SamplingParams(temperature=0, max_tokens=40)
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,8 @@ def models(tmp_path_factory):
     """Tiny float32 models that write printable ASCII only (valid text), sharing a vocabulary with merges (so
     a hand-off by text could re-tokenise what the other model wrote; by id it cannot)."""
     d = tmp_path_factory.mktemp("llama-server")
-    return (write_tiny_gguf(d / "large.gguf", seed=0, merges=("Ġ t", "t h"), ascii_only=True),
-            write_tiny_gguf(d / "small.gguf", seed=1, merges=("Ġ t", "t h"), ascii_only=True))
+    return tuple(write_tiny_gguf(d / f"{role}.gguf", seed=seed, merges=("Ġ t", "t h"), ascii_only=True, chat_template=CHATML)
+                 for role, seed in (("large", 0), ("small", 1)))
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +112,27 @@ def test_what_needs_scoring_is_refused_naming_llama_server(servers, models):
 
     with pytest.raises(ConfigError, match=r"^calibration needs .* llama-server .* run the pair in process"):
         require_scoring(OpenAIBackend(servers[0], chat_format="raw"), "calibration")
+
+
+def test_the_bench_over_llama_servers_measures_and_reports_the_cost_model(servers, models, tmp_path):
+    """`relaygen bench run --backend openai` over llama-servers: token-id hand-offs, unit costs measured over
+    HTTP (no row calls: llama-server cannot score), and `bench report` prices the answers with them
+    (regression: the report failed on unit costs without row calls)."""
+    import json
+    import subprocess
+    import sys
+
+    def relaygen(*args):
+        p = subprocess.run([sys.executable, "-m", "relaygen_integrations.cli", *args], capture_output=True, text=True,
+                           timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return p.stdout
+
+    out = tmp_path / "servers.jsonl"
+    relaygen("bench", "run", "--data", "gsm8k", "--limit", "1", "--max-tokens", "24", "--no-agreement",
+             "--methods", "large,relay", "--large", str(models[0]), "--small", str(models[1]), "--backend", "openai",
+             "--large-url", servers[0], "--small-url", servers[1], "--n-ctx", "512", "--out", str(out))
+    costs = next(r for r in map(json.loads, out.read_text().splitlines()) if r["type"] == "costs")
+    assert costs["large"]["row_sizes"] is None and all(t > 0 for t in costs["large"]["seconds"])
+    report = relaygen("bench", "report", str(out), "--out", str(tmp_path / "report.md"), "--no-plots", "--print")
+    assert "predicted / measured" in report
