@@ -9,6 +9,10 @@ recomputed: the large model's token at the cut is drawn from the row it already 
 accepted sentence its next token comes from the row after it. A small-model answer is checked as one
 sentence when it ends, its end of generation included, so ``exact`` holds for the whole output. Text not
 yet checked is never streamed: a stream never retracts text.
+
+Resuming (``resume=N``): after a cut the large model writes its token, and the small model may take the
+sentence back to finish it, checked in turn when it ends, at most N times per sentence. With ``exact`` this
+is sentence-length speculative decoding: the large model writes only where its draw differs.
 """
 
 from __future__ import annotations
@@ -41,10 +45,14 @@ class Cut:
 class SentenceCheck:
     """One request's checking: inactive (``policy`` off) checks nothing and never holds text back."""
 
-    def __init__(self, policy: CheckPolicy, sampler: Sampler, stats: "RelayStats"):
+    def __init__(self, policy: CheckPolicy, sampler: Sampler, stats: "RelayStats", resume: int = 0):
         self.policy, self.sampler, self.stats = policy, sampler, stats
         self.start: tuple[int, int] | None = None  # (piece, character) where the unchecked sentence starts
         self._pending: tuple[int, object] | None = None  # (pieces then, own token | its draw from the next row)
+        self.resume = resume if policy.active else 0
+        self._resumes_left = 0  # in the sentence being written
+        self._cut_at: int | None = None  # pieces standing after the last cut, while a resumption is possible
+        self.resumed = False  # the open stretch is a resumed one
 
     @property
     def open(self) -> bool:
@@ -56,10 +64,24 @@ class SentenceCheck:
         """How far text may be streamed (None: all of it)."""
         return self.start[1] if self.start is not None else None
 
-    def begin(self, transcript: "Transcript") -> None:
-        """The small model starts a sentence (or the answer) that the large model will check."""
+    def begin(self, transcript: "Transcript", resumed: bool = False) -> None:
+        """The small model starts a sentence (or the answer) that the large model will check, or takes one
+        back after a cut (``resumed``)."""
         if self.policy.active and self.start is None:
             self.start = (len(transcript), len(transcript.text))
+            self.resumed = resumed
+            if not resumed:
+                self._resumes_left, self._cut_at = self.resume, None
+
+    def may_resume(self, pieces: int, sentence_ended: bool) -> bool:
+        """Called when the large model has written a token: True (and counted) when it is its token at a cut
+        and the small model may take the sentence back (resumptions left, the sentence not ended by it)."""
+        at, self._cut_at = self._cut_at, None
+        if at is None or pieces != at + 1 or sentence_ended or self._resumes_left <= 0:
+            return False
+        self._resumes_left -= 1
+        self.stats.resumes += 1
+        return True
 
     def pending_token(self, pieces: int) -> int | None:
         """The large model's token decided by the last check, if nothing was written since."""
@@ -100,4 +122,5 @@ class SentenceCheck:
         self.stats.cut_tokens += 1
         keep = first_piece + kept
         self._pending = (keep, own)
+        self._cut_at = keep if self._resumes_left > 0 else None
         return Cut(keep, own)

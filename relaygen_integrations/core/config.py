@@ -28,6 +28,9 @@ class RelayConfig:
     # "auto": the cue profile's default policy (its check.default; off when it names none), where the pair can
     # check (large model in process, shared vocabulary, no speculation), otherwise off.
     check: str = "auto"
+    # After a cut the large model writes its token, then the small model finishes the sentence (checked in turn):
+    # at most this many times per sentence. 0: the large model finishes it (the checked relay before resuming).
+    resume: int = 0
 
     def validated(self) -> "RelayConfig":
         if self.mode not in ("relay", "large", "small"):
@@ -42,8 +45,14 @@ class RelayConfig:
             raise ConfigError("reasoning_end must be a non-empty string or None")
         if self.handoff not in ("auto", "ids", "text"):
             raise ConfigError(f"handoff must be auto, ids or text, not {self.handoff!r}")
+        if isinstance(self.resume, bool) or not isinstance(self.resume, int) or not 0 <= self.resume <= 1000:
+            raise ConfigError(f"resume must be an integer in 0..1000 (resumptions per sentence after a cut), "
+                              f"got {self.resume!r}")
         from .check import CheckPolicy
 
         if self.check != "auto":
-            CheckPolicy.parse(self.check)
+            policy = CheckPolicy.parse(self.check)
+            if self.resume and not policy.active:
+                raise ConfigError(f"resume={self.resume} resumes the small model after the check cuts its sentence, "
+                                  "and check is off: give a check (tau=P, exact or auto)")
         return self

@@ -74,10 +74,13 @@ class RelayStats:
     sentences_cut: int = 0  # ... those it cut at a token it rejected ...
     small_tokens_discarded: int = 0  # ... the small-model tokens thrown away at those cuts ...
     cut_tokens: int = 0  # ... and the tokens the large model wrote in their place
+    resumes: int = 0  # resume=N: the small model took a cut sentence back after the large model's token ...
+    resumed_tokens: int = 0  # ... and wrote these tokens that stand (cut ones not counted)
     finish_reason: str = ""  # stop (end of generation), length (budget), stop_string, context
     wall_seconds: float = 0.0
     handoff: str = ""  # "ids" (shared vocabulary) or "text"
     cues_fired: dict[str, int] = field(default_factory=dict)
+    cues_cut: dict[str, int] = field(default_factory=dict)  # checked relay: sentences after each cue that were cut
 
     @property
     def generated_tokens(self) -> int:
@@ -93,8 +96,9 @@ class RelayStats:
             "small_tokens": self.small.generated_tokens, "large_share": round(self.large_share, 4),
             "switches": self.switches, "check": self.check, "sentences_checked": self.sentences_checked,
             "sentences_cut": self.sentences_cut, "small_tokens_discarded": self.small_tokens_discarded,
-            "cut_tokens": self.cut_tokens, "finish_reason": self.finish_reason,
-            "seconds": round(self.wall_seconds, 4), "cues_fired": dict(self.cues_fired),
+            "cut_tokens": self.cut_tokens, "resumes": self.resumes, "resumed_tokens": self.resumed_tokens,
+            "finish_reason": self.finish_reason, "seconds": round(self.wall_seconds, 4),
+            "cues_fired": dict(self.cues_fired), "cues_cut": dict(self.cues_cut),
         }
 
     @property

@@ -4,7 +4,8 @@ States: the large model reasons; when its fresh text completes a switch cue (and
 ``min_large_tokens`` since it took control) the small model continues until the first sentence end, then
 the large model resumes. The reasoning-end marker starts the answer stage, written by the small model by
 default. ``max_tokens`` counts every generated token of both models. With a check policy the large model
-vets each small sentence when it takes control back (``checking.py``) and the run rolls back to a cut.
+vets each small sentence when it takes control back (``checking.py``) and the run rolls back to a cut;
+with ``resume`` the small model takes the sentence back after the large model's token at the cut.
 ``RelayEngine`` (engine.py) holds what every request shares, as a ``RunSetup``; a ``_Run`` is never reused.
 """
 
@@ -58,13 +59,15 @@ class _Run:
         # `exact` its output) are those of the large model alone; unchecked, both share one stream as before.
         seed = (self.params.seed * 1_000_003 + 7) % 2**32
         self.small_sampler = Sampler(replace(self.params, seed=seed)) if setup.policy.active else self.sampler
-        self.checker = SentenceCheck(setup.policy, self.sampler, self.stats)
+        self.checker = SentenceCheck(setup.policy, self.sampler, self.stats, self.cfg.resume)
         self.out = Transcript(self.params.stop, self.cfg.reasoning_end)
         self.last_role: str | None = None  # the model that sampled last
         self.generated = 0  # tokens in the output, both models
         self.active: str = "small" if self.cfg.mode == "small" else "large"
         self.large_run = 0  # tokens the large model has written since it last took control
         self.awaiting_boundary = False  # the small segment ends on ".", "!" or "?": the next token decides
+        self.segment_start = 0  # where the current small segment's text starts
+        self.cue: str | None = None  # the cue that started the current small sentence
 
     # --- steps ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -109,6 +112,8 @@ class _Run:
 
     def _append(self, role: Role, token: int | None, data: bytes) -> None:
         self.out.append(Piece(role, token, data, self.out.stage))
+        if role == "small" and self.checker.open and self.checker.resumed:
+            self.stats.resumed_tokens += 1
         if role in self.parts and token is not None:
             self.parts[role].wrote(token, len(self.out))
 
@@ -133,6 +138,10 @@ class _Run:
         for piece in removed:
             if piece.role in ("large", "small"):
                 getattr(self.stats, piece.role).generated_tokens -= 1
+            if piece.role == "small" and self.checker.resumed:
+                self.stats.resumed_tokens -= 1
+        if self.cue is not None and not self.checker.resumed and self.out.stage == "reasoning":
+            self.stats.cues_cut[self.cue] = self.stats.cues_cut.get(self.cue, 0) + 1
         self.generated -= len(removed)
         for part in self.parts.values():
             part.rollback(cut.keep)
@@ -142,6 +151,18 @@ class _Run:
         """The large model takes control."""
         self.active, self.large_run, self.awaiting_boundary = "large", 0, False
         return RelayEvent("switch", "large", self.out.stage)
+
+    def _resume(self, before: int) -> RelayEvent | None:
+        """After a cut, the large model's token is written: the small model takes the sentence back, unless
+        that token ended it (or no resumption is left). ``before``: where the token's text starts."""
+        out = self.out
+        ended = out.stage == "reasoning" and find_sentence_end(out.text, max(0, before - 1)) is not None
+        if self.active != "large" or not self.checker.may_resume(len(out), ended):
+            return None
+        self.active, self.segment_start = "small", before
+        self.awaiting_boundary = out.stage == "reasoning" and ends_on_open_mark(out.text)
+        self.checker.begin(out, resumed=True)
+        return RelayEvent("switch", "small", out.stage)
 
     def _open_answer(self) -> None:
         """A small-model answer in a relay is one more sentence to check."""
@@ -176,7 +197,6 @@ class _Run:
         """The relay until it finishes; returns the finish reason."""
         cfg, out, check, budget = self.cfg, self.out, self.checker, self.params.max_tokens
         answer_model = cfg.answer_model if cfg.mode == "relay" else self.active
-        segment_start = 0  # where the current small segment's text starts
         reasoning_limit = budget - cfg.answer_reserve_tokens
         while True:
             # The reasoning ran out of its budget: the marker opens the answer stage, only if that stage has
@@ -234,6 +254,10 @@ class _Run:
                     yield RelayEvent("switch", answer_model, "answer")
                 self._open_answer()
                 continue
+            resumed = self._resume(before) if self.checker.resume else None
+            if resumed is not None:
+                yield resumed
+                continue
             if cfg.mode != "relay" or out.stage != "reasoning":
                 continue
             if self.active == "large":
@@ -242,12 +266,13 @@ class _Run:
                 if hit is not None:
                     self.stats.switches += 1
                     self.stats.cues_fired[hit.cue] = self.stats.cues_fired.get(hit.cue, 0) + 1
-                    self.active, segment_start, self.awaiting_boundary = "small", len(out.text), False
+                    self.active, self.segment_start, self.awaiting_boundary = "small", len(out.text), False
+                    self.cue = hit.cue
                     check.begin(out)
                     yield RelayEvent("switch", "small", out.stage, cue=hit.cue)
-            elif find_sentence_end(out.text, max(segment_start, before - 1)) is not None:
+            elif find_sentence_end(out.text, max(self.segment_start, before - 1)) is not None:
                 if check.open:  # only the new text (and the character before it) can complete a sentence end
                     self._check()
                 yield self._hand_back()
             else:
-                self.awaiting_boundary = len(out.text) > segment_start and ends_on_open_mark(out.text)
+                self.awaiting_boundary = len(out.text) > self.segment_start and ends_on_open_mark(out.text)
