@@ -78,7 +78,8 @@ def _print_stats(console, result, engine) -> None:
     if st.sentences_checked:
         console.print(f"check {engine.check_policy}: {st.sentences_checked} sentences checked · {st.sentences_cut} cut · "
                       f"{st.small_tokens_discarded} small tokens thrown away · {st.cut_tokens} written by the large "
-                      "model at cuts")
+                      "model at cuts" + (f" · {st.resumes} resumed by the small model, {st.resumed_tokens} tokens "
+                                         "kept after resuming" if engine.config.resume else ""))
 
 
 def cmd_generate(args) -> int:

@@ -63,6 +63,9 @@ def add_relay_options(p: argparse.ArgumentParser) -> None:
                         "it rejects: auto (default: the cue profile's default policy where the pair can check, "
                         "else off), off, exact (output as the large model's alone), or tau=P (cut below "
                         "probability P, e.g. tau=0.01); llamacpp and hf backends")
+    r.add_argument("--resume", type=int, metavar="N",
+                   help="with a check: after a cut and the large model's token there, the small model finishes the "
+                        "sentence (checked again), at most N times per sentence (default: 0, the large model finishes it)")
     r.add_argument("--answer-reserve", type=int,
                    help="tokens kept for the answer stage if reasoning exhausts the budget (default: 0)")
 
@@ -106,7 +109,8 @@ def engine_from_args(args, mode: str | None = None, use_cues: bool = True):
 # flags a command may have, as the RelaySpec / RelayConfig fields they set (left out: the field's default)
 SPEC_FLAGS = {"speculative": "speculative", "draft_max": "draft_max", "draft_model": "draft_model",
               "mode": "mode", "min_large_tokens": "min_large_tokens", "answer_model": "answer_model",
-              "reasoning_end": "reasoning_end", "answer_reserve": "answer_reserve_tokens", "check": "check"}
+              "reasoning_end": "reasoning_end", "answer_reserve": "answer_reserve_tokens", "check": "check",
+              "resume": "resume"}
 
 
 def spec_mapping(args, mode: str | None = None, use_cues: bool = True) -> dict:

@@ -1,5 +1,6 @@
 """The checked relay on real (tiny, float32) llama.cpp and transformers models: with ``exact`` the output is the
-large model's alone, token for token, greedy and seeded, however often the small model's sentences are cut."""
+large model's alone, token for token, greedy and seeded, however often the small model's sentences are cut, and
+whether or not the small model resumes a sentence after a cut (``resume``)."""
 
 import pytest
 
@@ -32,35 +33,48 @@ def _backend(kind, path, threads=1):
     return LlamaCppBackend(path, n_ctx=512, n_threads=threads, chat_format="raw")
 
 
+@pytest.mark.parametrize("resume", [0, 3], ids=["cut", "resume"])
 @pytest.mark.parametrize("answer", [False, True], ids=["reasoning", "with-answer"])
 @pytest.mark.parametrize("kind", ["llamacpp", "hf"])
-def test_exact_check_gives_the_large_models_own_tokens(kind, answer, tiny_models, endless_large, other_weights):
+def test_exact_check_gives_the_large_models_own_tokens(kind, answer, resume, tiny_models, endless_large, other_weights):
     # with-answer: the budget forces the reasoning-end marker 20 tokens before the end and the small model
     # writes the answer, which the large model checks as it ends; the large model never ends the text, so the
     # budget is always reached and the answer is always there, whatever a build's random model writes
     stage = dict(reasoning_end=" mat", answer_reserve_tokens=20) if answer else {}
     large_path = endless_large if answer else tiny_models["a"]
-    checked_any = cut_any = 0
-    for params in (SamplingParams(temperature=0, max_tokens=80), SamplingParams(temperature=0.9, seed=5, max_tokens=80)):
+    checked_any = cut_any = resumed_any = 0
+    greedy = SamplingParams(temperature=0, max_tokens=80)
+    for params in (greedy, SamplingParams(temperature=0.9, seed=5, max_tokens=80), "stop"):
         reference = RelayEngine(_backend(kind, large_path, 2), _backend(kind, other_weights), ANY_LETTER,
                                 RelayConfig(mode="large", **stage))
+        if params == "stop":  # a stop string the large model alone reaches; the relay must stop at it too
+            text = reference.generate(PROMPT, greedy, chat=False).text
+            middle = [text[i:i + 3] for i in range(len(text) // 2, len(text) - 3) if "\ufffd" not in text[i:i + 3]]
+            params = SamplingParams(temperature=0, max_tokens=80, stop=(middle[0],))
         alone = reference.generate(PROMPT, params, chat=False)
+        assert alone.stats.finish_reason == ("stop_string" if params.stop else "length")
         engine = RelayEngine(_backend(kind, large_path, 2), _backend(kind, other_weights), ANY_LETTER,
-                             RelayConfig(min_large_tokens=1, check="exact", **stage))
+                             RelayConfig(min_large_tokens=1, check="exact", resume=resume, **stage))
         r = engine.generate(PROMPT, params, chat=False)
-        assert r.answer == alone.answer and (r.answer != "") == answer
+        assert r.stats.finish_reason == alone.stats.finish_reason
+        assert r.answer == alone.answer and (r.answer != "") == answer or params.stop
         assert r.text == alone.text and r.stats.generated_tokens == alone.stats.generated_tokens
         st = r.stats
         checked_any += st.sentences_checked
         cut_any += st.sentences_cut
+        resumed_any += st.resumes
+        assert st.resumes <= st.sentences_cut and (st.resumes == 0 or resume)
         assert st.small_tokens_discarded >= st.sentences_cut == st.cut_tokens
         assert sum(s.tokens for s in r.segments) == st.generated_tokens + st.forced_tokens
+        if params.stop:  # the run may end on a token decided by a cut, before the cache caught up with the cut
+            continue
         # the large model's cache holds the output as it stands (what the large model alone holds), nothing
         # it threw away; it may hold one token more or less than the other (its last one is evaluated or not)
         mine, theirs = engine.large.tokens, reference.large.tokens
         n = min(len(mine), len(theirs))
         assert mine[:n] == theirs[:n] and abs(len(mine) - len(theirs)) <= 1
     assert checked_any > 0 and cut_any > 0  # random weights disagree: cuts really happened
+    assert (resumed_any > 0) == (resume > 0)
 
 
 def test_every_entry_point_takes_the_check_and_refuses_nonsense(smollm2_path, tmp_path):

@@ -10,6 +10,9 @@
     RELAY+check      checked relay (core/check.py) at the pair's calibrated threshold (its profile's check.tau)
     RELAY+tau=P      checked relay at threshold P, e.g. relay+tau=0.01 (for sweeps)
     RELAY+exact      checked relay, sample-and-match: the large model's own output
+    CHECKED+resume=N after a cut the small model finishes the sentence, at most N times (``+resume``: 3)
+
+Options combine, one of each kind: ``relay:PROFILE+tau=0.1+resume=2``.
 
 ``large+draft`` is speculative decoding alone; ``relay+draft`` composes it with relaying. All methods
 share the two models' backends (one copy of each model in memory); a speculative method's engine wraps
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 
 DEFAULT_METHODS = "large,small,relay,relay-all,large+draft"
 SPECULATION = ("draft", "lookup")
+RESUME_DEFAULT = 3  # ``+resume`` without a count
 
 
 @dataclass(frozen=True)
@@ -38,49 +42,82 @@ class Method:
     profile: str | None = None  # None: the pair's own profile
     speculative: str = "off"  # off | draft | lookup
     check: str = "off"  # off | check (the pair's calibrated tau) | exact | tau=P
+    resume: int = 0  # resumptions per sentence after a cut (needs a check)
 
 
 def parse_methods(spec: str, need_large: bool = True) -> list[Method]:
-    """``"large,relay,relay+draft"`` -> methods; unknown names are a ConfigError naming the valid ones.
+    """``"large,relay,relay+check+resume=2"`` -> methods; unknown names are a ConfigError naming the valid ones.
     ``need_large``: the list must hold ``large`` (a benchmark's speedups are ratios to it)."""
     methods, seen = [], set()
     for name in (s.strip() for s in spec.split(",")):
         if not name:
             continue
-        base, _, spec_mode = name.partition("+")
-        if "+" in spec_mode:
-            raise ConfigError(f"method {name!r}: one '+' option at most (draft, lookup, check, exact or tau=P)")
-        checking = spec_mode in ("check", "exact") or spec_mode.startswith("tau=")
-        if spec_mode and spec_mode not in SPECULATION and not checking:
-            raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact or tau=P, not {spec_mode!r}")
-        if spec_mode.startswith("tau="):
-            CheckPolicy.parse(spec_mode)  # a bad threshold fails here, before any model loads
-        if base in ("large", "small", "relay"):
-            method = Method(name, base)
-        elif base == "relay-all":
-            method = Method(name, "relay", "all-candidates")
-        elif base.startswith("relay:") and base[6:]:
-            method = Method(name, "relay", base[6:])
-        else:
-            raise ConfigError(f"unknown method {name!r}: use large, small, relay, relay-all or relay:PROFILE, "
-                              "optionally with +draft or +lookup (speculative decoding of the large model)")
-        if spec_mode == "lookup" or spec_mode == "draft":
-            if method.mode == "small":
-                raise ConfigError(f"method {name!r}: speculation speeds up the large model; small runs alone")
-            method = replace(method, speculative=spec_mode)
-        if checking:
-            if method.mode != "relay":
-                raise ConfigError(f"method {name!r}: a check vets the small model's sentences in a relay")
-            method = replace(method, check=spec_mode)
         if name in seen:
             raise ConfigError(f"method {name!r} is listed twice")
         seen.add(name)
-        methods.append(method)
+        methods.append(_parse_method(name))
     if not methods:
         raise ConfigError("no methods given")
     if need_large and "large" not in seen:
         raise ConfigError("the methods must include 'large': every speedup is measured against it")
     return methods
+
+
+def _parse_method(name: str) -> Method:
+    """One method: a base name and '+' options, each of one kind at most (speculation, check, resume)."""
+    base, *options = name.split("+")
+    if base in ("large", "small", "relay"):
+        method = Method(name, base)
+    elif base == "relay-all":
+        method = Method(name, "relay", "all-candidates")
+    elif base.startswith("relay:") and base[6:]:
+        method = Method(name, "relay", base[6:])
+    else:
+        raise ConfigError(f"unknown method {name!r}: use large, small, relay, relay-all or relay:PROFILE, "
+                          "optionally with +draft or +lookup (speculative decoding of the large model)")
+    given = set()
+    for option in options:
+        kind = _option_kind(name, option)
+        if kind in given:
+            raise ConfigError(f"method {name!r}: one {kind} option at most")
+        given.add(kind)
+        if kind == "speculation":
+            if method.mode == "small":
+                raise ConfigError(f"method {name!r}: speculation speeds up the large model; small runs alone")
+            method = replace(method, speculative=option)
+        elif kind == "check":
+            if method.mode != "relay":
+                raise ConfigError(f"method {name!r}: a check vets the small model's sentences in a relay")
+            method = replace(method, check=option)
+        else:
+            method = replace(method, resume=_resume_count(name, option))
+    if method.resume and method.check == "off":
+        raise ConfigError(f"method {name!r}: +resume resumes the small model after a check's cut: add +check, "
+                          "+exact or +tau=P before it")
+    return method
+
+
+def _option_kind(name: str, option: str) -> str:
+    if option in SPECULATION:
+        return "speculation"
+    if option in ("check", "exact") or option.startswith("tau="):
+        if option.startswith("tau="):
+            CheckPolicy.parse(option)  # a bad threshold fails here, before any model loads
+        return "check"
+    if option == "resume" or option.startswith("resume="):
+        return "resume"
+    raise ConfigError(f"method {name!r}: after '+' comes draft, lookup, check, exact, tau=P or resume[=N], "
+                      f"not {option!r}")
+
+
+def _resume_count(name: str, option: str) -> int:
+    """``resume`` alone: at most RESUME_DEFAULT resumptions per sentence; ``resume=N``: N (1 or more)."""
+    _, _, count = option.partition("=")
+    if not count:
+        return RESUME_DEFAULT
+    if not count.isdigit() or int(count) < 1:
+        raise ConfigError(f"method {name!r}: resume=N takes a whole number of resumptions per sentence, 1 or more")
+    return int(count)
 
 
 class MethodRunner:
@@ -105,7 +142,8 @@ class MethodRunner:
 
 def method_config(method: Method, base_config, pair_profile):
     """The relay settings that run ``method``: the base engine's, with the method's mode and check."""
-    return replace(base_config, mode=method.mode, check=_check_of(method, pair_profile)).validated()
+    return replace(base_config, mode=method.mode, check=_check_of(method, pair_profile),
+                   resume=method.resume).validated()
 
 
 def _check_of(method: Method, pair_profile) -> str:

@@ -47,6 +47,29 @@ def _clip(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def cue_acceptance_table(checks: list, most: int = 12) -> list[str]:
+    """Per cue, how many of the sentences after it each checked method's check accepted whole (the cues fired
+    most often first)."""
+    rows = [r for r in checks if r.cue_checks]
+    if not rows:
+        return []
+    fired: dict[str, int] = {}
+    for r in rows:
+        for cue, (n, _) in r.cue_checks.items():
+            fired[cue] = fired.get(cue, 0) + n
+    cues = sorted(fired, key=lambda c: -fired[c])[:most]
+    md = ["", f"Per-cue acceptance: sentences after the cue that the check accepted whole / checked ({len(cues)} cues "
+          "fired most often):", "", "| cue | " + " | ".join(r.method for r in rows) + " |",
+          "|---|" + "---|" * len(rows)]
+    for cue in cues:
+        cells = []
+        for r in rows:
+            n, cut = r.cue_checks.get(cue, (0, 0))
+            cells.append(f"{n - cut}/{n} ({_pct((n - cut) / n)}%)" if n else "-")
+        md.append(f"| `{cue}` | " + " | ".join(cells) + " |")
+    return md
+
+
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
@@ -92,7 +115,10 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
         md += ["", "Checked relay: " + "; ".join(
             f"{r.method} checked {r.checked[0]} sentences, cut {r.checked[1]} ({_pct(r.checked[1] / r.checked[0])}%), "
             f"threw away {r.checked[2]} small-model tokens" + (f", the small model handed back early {r.handbacks} times"
-                                                               if r.handbacks else "") for r in checks) + "."]
+                                                               if r.handbacks else "")
+            + (f", the small model resumed {r.resumes[0]} times ({r.resumes[0] / r.samples:.2f} per answer) and kept "
+               f"{r.resumes[1]} tokens written after resuming" if r.resumes[0] else "") for r in checks) + "."]
+        md += cue_acceptance_table(checks)
     stage = answer_stage(results)
     if stage:
         md += ["", "### Answer stage: small vs large model on the same reasoning",

@@ -146,6 +146,8 @@ class MethodSummary:
     acceptance: float | None = None  # speculative: accepted / drafted tokens
     checked: tuple[int, int, int] | None = None  # checked relay: sentences checked, cut, small tokens thrown away
     handbacks: int = 0  # early hand-backs by the small model
+    resumes: tuple[int, int] = (0, 0)  # resumptions after a cut, small-model tokens kept after them
+    cue_checks: dict = field(default_factory=dict)  # {cue: (sentences checked after it, cut)}
     predicted_speedup: float | None = None
     memory_bound_speedup: float | None = None  # the same calls priced as on memory-bound hardware
     anchored_speedup: float | None = None  # unit costs rescaled per model so the one-model baselines fit
@@ -189,6 +191,11 @@ def summarise(results: Results) -> list[MethodSummary]:
         s.handbacks = sum(r.get("handbacks", 0) for r in recs)
         if checked:
             s.checked = (checked, sum(r["sentences_cut"] for r in recs), sum(r["small_tokens_discarded"] for r in recs))
+            s.resumes = (sum(r.get("resumes", 0) for r in recs), sum(r.get("resumed_tokens", 0) for r in recs))
+            for r in (r for r in recs if "cues_cut" in r):  # records before cues_cut existed have no per-cue cuts
+                for cue, fired in r.get("cues", {}).items():
+                    had = s.cue_checks.get(cue, (0, 0))
+                    s.cue_checks[cue] = (had[0] + fired, had[1] + r["cues_cut"].get(cue, 0))
         drafted = sum(r["models"]["large"]["drafted_tokens"] for r in recs)
         if drafted:
             s.acceptance = sum(r["models"]["large"]["accepted_draft_tokens"] for r in recs) / drafted

@@ -309,8 +309,9 @@ def _chunk(model: str, field: str, text: str, writer: str | None, finish: str | 
     return chunk
 
 
+# the fields of RelayStats.summary() in usage.relay
 RELAY_USAGE = ("large_tokens", "small_tokens", "large_share", "switches", "check", "sentences_checked", "sentences_cut",
-               "small_tokens_discarded", "cut_tokens", "seconds")  # the fields of RelayStats.summary() in usage.relay
+               "small_tokens_discarded", "cut_tokens", "resumes", "resumed_tokens", "seconds")
 
 
 def _usage(stats: RelayStats) -> Any:

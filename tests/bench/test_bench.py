@@ -19,7 +19,7 @@ from relaygen_integrations.bench.summary import load_results, sign_test, summari
 from relaygen_integrations.errors import ConfigError
 from busy_cues import ANY_LETTER_FILE
 
-METHODS = "large,small,relay,relay-all,large+draft,relay+lookup,relay+exact"
+METHODS = "large,small,relay,relay-all,large+draft,relay+lookup,relay+exact,relay+exact+resume=2"
 REGISTRY = Path(__file__).resolve().parents[2] / "models" / "registry.toml"
 
 
@@ -87,6 +87,9 @@ def test_run_writes_one_graded_record_per_method_and_problem(bench_run):
         assert checked["sentences_checked"] >= checked["switches"] > 0
         assert checked["small_tokens_discarded"] >= checked["sentences_cut"] == checked["cut_tokens"]
         assert by[("relay", i)]["sentences_checked"] == 0
+        resumed = by[("relay+exact+resume=2", i)]  # resumptions are counted (on one model twice, cuts are rare)
+        assert 0 <= resumed["resumes"] <= resumed["sentences_cut"] and resumed["resumed_tokens"] >= 0
+        assert set(resumed["cues_cut"]) <= set(resumed["cues"])
 
 
 def test_answer_stage_compares_small_and_large_answers_on_the_same_trace(bench_run):
@@ -186,7 +189,8 @@ def test_report_tables_and_plots(bench_run, tmp_path):
     md = out.read_text()
     for part in ("## Headline", "## GSM8K: 2 problems, greedy, at most 64 tokens", "### Answer stage",
                  "### Cost model: predicted vs measured", "Where the time went", "relaygen bench run --data gsm8k",
-                 "Checked relay: relay+exact checked"):
+                 "Checked relay: relay+exact checked", "Per-cue acceptance: sentences after the cue",
+                 "| relay+exact | relay+exact+resume=2 |"):
         assert part in md
     for m in METHODS.split(","):
         assert f"| {m} |" in md
@@ -212,7 +216,7 @@ def test_the_frontier_compares_methods_on_the_problems_they_all_answered(bench_r
 
 @pytest.mark.parametrize("args, message", [
     (["--data", "gsm9k"], "unknown data set 'gsm9k'"),
-    (["--methods", "large,relay+magic"], "after '+' comes draft, lookup, check, exact or tau=P"),
+    (["--methods", "large,relay+magic"], "after '+' comes draft, lookup, check, exact, tau=P or resume"),
     (["--methods", "large,large+exact"], "a check vets the small model's sentences in a relay"),
     (["--methods", "large,relay+tau=2"], "tau must be a probability in (0, 1)"),
     (["--methods", "relay"], "must include 'large'"),
@@ -319,8 +323,14 @@ def test_method_names_and_data_sets():
     with pytest.raises(ConfigError, match="listed twice"):
         parse_methods("large,large")
     assert parse_methods("large,relay+tau=0.01")[1].check == "tau=0.01"
+    combined = parse_methods("large,relay+check+resume=2,relay:paper-qwen3+exact+resume,relay+resume=1+tau=0.1")[1:]
+    assert [(m.profile, m.check, m.resume) for m in combined] == [(None, "check", 2), ("paper-qwen3", "exact", 3),
+                                                                 (None, "tau=0.1", 1)]
     for bad, message in (("relay+tau=2", "probability"), ("large+exact", "in a relay"), ("relay+often", "comes draft, lookup"),
-                         ("relay+tau=0.01+handback=0.4", "one '\\+' option at most")):
+                         ("relay+tau=0.01+handback=0.4", "comes draft, lookup, check, exact, tau=P or resume"),
+                         ("relay+check+exact", "one check option at most"), ("relay+resume=2", "add \\+check"),
+                         ("relay+exact+resume=0", "1 or more"), ("relay+exact+resume=x", "whole number"),
+                         ("relay+draft+lookup", "one speculation option")):
         with pytest.raises(ConfigError, match=message):
             parse_methods("large," + bad)
     assert data_file("math500").name == "math500.jsonl"
