@@ -123,3 +123,45 @@ def test_every_entry_point_takes_the_check_and_refuses_nonsense(smollm2_path, tm
     with pytest.raises(ConfigError, match="check must be"):
         RelayGenProvider(check="maybe", n_ctx=512, n_threads=2)
     assert RelayGenProvider(check="exact", n_ctx=512, n_threads=2).load_options["check"] == "exact"
+
+
+def test_every_entry_point_takes_resume_and_refuses_nonsense(smollm2_path):
+    """resume=N through the CLI (generate and serve flags), Python, lm-eval model_args and LiteLLM keywords;
+    without a check, or not a count, it is one clear error."""
+    import json
+    import subprocess
+    import sys
+
+    from relaygen_integrations import ConfigError, load_pair
+    from relaygen_integrations.cli import build_parser
+    from relaygen_integrations.cli_options import spec_mapping
+    from relaygen_integrations.options import RelaySpec
+
+    assert load_pair("smollm2-135m-self", check="exact", resume=2, n_ctx=512, n_threads=2).config.resume == 2
+    with pytest.raises(ConfigError, match="check is off"):
+        load_pair("smollm2-135m-self", check="off", resume=2, n_ctx=512, n_threads=2)
+    cli = [sys.executable, "-m", "relaygen_integrations.cli", "generate", "Say hi.", "--pair", "smollm2-135m-self",
+           "--n-ctx", "512", "--threads", "2", "--max-tokens", "16", "--temperature", "0", "--check", "exact"]
+    ok = subprocess.run(cli + ["--resume", "2", "--json"], capture_output=True, text=True, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert {"resumes", "resumed_tokens", "cues_cut"} <= set(json.loads(ok.stdout)["stats"])
+    for bad, message in ((["--resume", "-1"], "resume must be an integer"),
+                         (["--resume", "2", "--check", "off"], "check is off")):
+        p = subprocess.run(cli + bad, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
+    serve = build_parser().parse_args(["serve", "--pair", "smollm2-135m-self", "--check", "exact", "--resume", "3"])
+    assert RelaySpec.from_mapping(spec_mapping(serve)).relay.resume == 3
+    pytest.importorskip("lm_eval")
+    from relaygen_integrations.integrations.lm_eval import RelayGenLM
+
+    lm = RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=exact,resume=2,n_ctx=512,"
+                                           "n_threads=2,progress=False")
+    assert lm.engine.config.resume == 2
+    with pytest.raises(ConfigError, match="resume must be an integer"):
+        RelayGenLM.create_from_arg_string("pretrained=smollm2-135m-self,check=exact,resume=some,n_ctx=512")
+    pytest.importorskip("litellm")
+    from relaygen_integrations.integrations.litellm import RelayGenProvider
+
+    assert RelayGenProvider(check="exact", resume=2, n_ctx=512, n_threads=2).load_options["resume"] == 2
+    with pytest.raises(ConfigError, match="check is off"):
+        RelayGenProvider(check="off", resume=1, n_ctx=512, n_threads=2)

@@ -31,9 +31,13 @@ class CueStats:
     sem: float
     delta: float
     selected: bool = False
+    accepted: dict | None = None  # select="acceptance": what the check kept of the sentences after it (acceptance.py)
 
     def to_dict(self) -> dict:
-        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
+        if d["accepted"] is None:
+            del d["accepted"]
+        return d
 
 
 def segment_mask(tm: TraceMargins, matcher: CueMatcher) -> tuple[np.ndarray, int, int]:
