@@ -78,7 +78,7 @@ def test_bench_run_over_two_servers_reaches_them(tmp_path, smollm2_servers):
     (["--levels", "1", "4", "--requests", "2"], "fewer than the highest level (4)"),
     (["--levels", "0", "1"], "from 1 to 256"),
     (["--methods", "large+draft"], "not combined with batched requests yet"),
-    (["--methods", "relay+magic"], "after '+' comes draft, lookup, check, exact or tau=P"),
+    (["--methods", "relay+magic"], "after '+' comes draft, lookup, check, exact, tau=P or resume"),
     (["--backend", "hf", "--levels", "1", "2"], "one request at a time: --levels 1 only"),
     (["--backend", "openai"], "needs the two servers' URLs"),
     (["--repeats", "0"], "--repeats and --max-tokens must be at least 1"),
