@@ -18,6 +18,13 @@ def _dataset_name(results: Results) -> str:
     return NAMES.get(d, Path(d).stem)
 
 
+def _labels(all_results: list[Results]) -> list[str]:
+    """Each results file's data set, with its folder where two files hold the same data set (a report over
+    an earlier run and a later one)."""
+    names = [_dataset_name(r) for r in all_results]
+    return [f"{n} ({r.path.parent.name})" if names.count(n) > 1 else n for n, r in zip(names, all_results)]
+
+
 def _command(results: Results) -> str:
     """One command that reproduces the whole file: a resumed run may have added problems or methods."""
     s = results.settings
@@ -265,6 +272,7 @@ def accuracy_vs_speedup_figure(all_results: list[Results]):
     markers = "osD^v"
     cmap = plt.get_cmap("tab10")
     methods = list(dict.fromkeys(m for res in all_results for m in res.methods))
+    labels = _labels(all_results)
     for d, res in enumerate(all_results):
         for r in summarise(res):
             if r.speedup is None:
@@ -273,7 +281,7 @@ def accuracy_vs_speedup_figure(all_results: list[Results]):
             xerr = None if r.speedup_ci is None or r.method == "large" else [[r.speedup - r.speedup_ci[0]], [r.speedup_ci[1] - r.speedup]]
             ax.errorbar(r.speedup, 100 * r.pass1, xerr=xerr, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
                         fmt=markers[d % len(markers)], color=colour, capsize=3,
-                        label=f"{r.method} ({_dataset_name(res)})")
+                        label=f"{r.method} ({labels[d]})")
     ax.axvline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("speedup over the large model alone (ratio of total times)")
     ax.set_ylabel("pass@1 (%), 95% CI")
@@ -300,13 +308,14 @@ def accuracy_vs_small_share_figure(all_results: list[Results]):
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     cmap = plt.get_cmap("tab10")
     methods = list(dict.fromkeys(m for res in all_results for m in res.methods))  # one colour per method
+    labels = _labels(all_results)
     for d, res in enumerate(all_results):
         rows = on_common_problems(res)
         for r in rows:
             share = 100 * (1 - r.large_share)
             ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
                         fmt="osD^v"[d % 5], color=cmap(methods.index(r.method) % 10), capsize=3,
-                        label=f"{r.method} ({_dataset_name(res)}, n={r.problems})")
+                        label=f"{r.method} ({labels[d]}, n={r.problems})")
         sweep = sorted((1 - r.large_share, r.pass1) for r in rows
                        if (r.method.startswith("relay+tau=") and r.method.count("+") == 1) or r.method == "relay+check")
         if len(sweep) > 1:
@@ -320,7 +329,7 @@ def accuracy_vs_small_share_figure(all_results: list[Results]):
 
 def headline(all_results: list[Results]) -> list[str]:
     """One row per method, pass@1 and speedup per data set."""
-    names = [_dataset_name(r) for r in all_results]
+    names = _labels(all_results)
     summaries = [{s.method: s for s in summarise(r)} for r in all_results]
     methods = list(dict.fromkeys(m for s in summaries for m in s))
     md = ["| method | " + " | ".join(f"{n} pass@1 % | {n} speedup" for n in names) + " |",
@@ -348,7 +357,7 @@ def write_report(paths: list[Path], out: Path, title: str | None = None, plots: 
     if plots:
         _save(accuracy_vs_speedup_figure(all_results), out.parent / "accuracy_vs_speedup.png")
         md += ["", "![accuracy vs speedup](accuracy_vs_speedup.png)"]
-        if any("+" in m and m.split("+", 1)[1] in ("check", "exact") or "+tau=" in m for r in all_results for m in r.methods):
+        if any({"check", "exact"} & set(m.split("+")[1:]) or "+tau=" in m for r in all_results for m in r.methods):
             _save(accuracy_vs_small_share_figure(all_results), out.parent / "accuracy_vs_small_share.png")
             md += ["", "![accuracy vs small-model share](accuracy_vs_small_share.png)"]
     for res in all_results:

@@ -390,3 +390,16 @@ def test_run_reads_a_data_file_from_start(boxed_registry, tmp_path):
     samples = samples_of(out)
     assert sorted((r["index"], r["id"]) for r in samples) == [(1, "q1"), (2, "q2")]
     assert {r["reference"] for r in samples} == {"2", "4"}
+
+
+def test_a_report_over_two_runs_of_one_data_set_names_each_by_its_folder(bench_run, tmp_path):
+    from relaygen_integrations.bench.report import write_report
+
+    paths = []
+    for folder in ("bench_check", "bench_resume"):
+        (tmp_path / folder).mkdir()
+        paths.append(tmp_path / folder / "gsm8k.jsonl")
+        paths[-1].write_bytes(bench_run.read_bytes())
+    md = write_report(paths, tmp_path / "report" / "README.md").read_text()
+    assert "| method | GSM8K (bench_check) pass@1 % | GSM8K (bench_check) speedup | GSM8K (bench_resume) pass@1 %" in md
+    assert (tmp_path / "report" / "accuracy_vs_small_share.png").exists()  # relay+exact+resume=2 is checked
