@@ -57,7 +57,8 @@ def test_exact_check_gives_the_large_models_own_tokens(kind, answer, resume, tin
                              RelayConfig(min_large_tokens=1, check="exact", resume=resume, **stage))
         r = engine.generate(PROMPT, params, chat=False)
         assert r.stats.finish_reason == alone.stats.finish_reason
-        assert r.answer == alone.answer and (r.answer != "") == answer or params.stop
+        assert r.answer == alone.answer
+        assert (r.answer != "") == answer or params.stop  # a stop string may come before the answer
         assert r.text == alone.text and r.stats.generated_tokens == alone.stats.generated_tokens
         st = r.stats
         checked_any += st.sentences_checked

@@ -53,6 +53,7 @@ class SentenceCheck:
         self._resumes_left = 0  # in the sentence being written
         self._cut_at: int | None = None  # pieces standing after the last cut, while a resumption is possible
         self.resumed = False  # the open stretch is a resumed one
+        self.cue: str | None = None  # the cue that began the sentence (None: the answer)
 
     @property
     def open(self) -> bool:
@@ -64,24 +65,26 @@ class SentenceCheck:
         """How far text may be streamed (None: all of it)."""
         return self.start[1] if self.start is not None else None
 
-    def begin(self, transcript: "Transcript", resumed: bool = False) -> None:
-        """The small model starts a sentence (or the answer) that the large model will check, or takes one
-        back after a cut (``resumed``)."""
+    def begin(self, transcript: "Transcript", cue: str | None = None, resumed: bool = False) -> None:
+        """The small model starts a sentence after ``cue`` (or the answer) that the large model will check,
+        or takes one back after a cut (``resumed``)."""
         if self.policy.active and self.start is None:
             self.start = (len(transcript), len(transcript.text))
             self.resumed = resumed
             if not resumed:
-                self._resumes_left, self._cut_at = self.resume, None
+                self.cue, self._resumes_left, self._cut_at = cue, self.resume, None
 
-    def may_resume(self, pieces: int, sentence_ended: bool) -> bool:
-        """Called when the large model has written a token: True (and counted) when it is its token at a cut
-        and the small model may take the sentence back (resumptions left, the sentence not ended by it)."""
-        at, self._cut_at = self._cut_at, None
-        if at is None or pieces != at + 1 or sentence_ended or self._resumes_left <= 0:
-            return False
-        self._resumes_left -= 1
-        self.stats.resumes += 1
-        return True
+    def resume_due(self, pieces: int) -> bool:
+        """The large model has just written its token at a cut, and the sentence has a resumption left."""
+        return self._cut_at is not None and pieces == self._cut_at + 1
+
+    def take_resumption(self, take: bool) -> bool:
+        """After ``resume_due``: the small model takes the sentence back (counted) or not; asked once per cut."""
+        self._cut_at = None
+        if take:
+            self._resumes_left -= 1
+            self.stats.resumes += 1
+        return take
 
     def pending_token(self, pieces: int) -> int | None:
         """The large model's token decided by the last check, if nothing was written since."""
@@ -114,10 +117,14 @@ class SentenceCheck:
         checked = tokens if end_token is None else tokens + [end_token]
         kept, own = check_segment(self.policy, self.sampler, scores, checked)
         large.stats.seconds += time.perf_counter() - t0
+        if self.resumed:
+            self.stats.resumed_tokens += min(kept, len(tokens))  # an accepted end of generation is no token
         if own is None:
             self._pending = (len(transcript), lambda: scores.draw(len(tokens), self.sampler))
             return None
         self.stats.sentences_cut += 1
+        if self.cue is not None and not self.resumed:
+            self.stats.cues_cut[self.cue] = self.stats.cues_cut.get(self.cue, 0) + 1
         self.stats.small_tokens_discarded += len(tokens) - kept
         self.stats.cut_tokens += 1
         keep = first_piece + kept

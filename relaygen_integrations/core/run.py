@@ -67,7 +67,6 @@ class _Run:
         self.large_run = 0  # tokens the large model has written since it last took control
         self.awaiting_boundary = False  # the small segment ends on ".", "!" or "?": the next token decides
         self.segment_start = 0  # where the current small segment's text starts
-        self.cue: str | None = None  # the cue that started the current small sentence
 
     # --- steps ---------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -112,8 +111,6 @@ class _Run:
 
     def _append(self, role: Role, token: int | None, data: bytes) -> None:
         self.out.append(Piece(role, token, data, self.out.stage))
-        if role == "small" and self.checker.open and self.checker.resumed:
-            self.stats.resumed_tokens += 1
         if role in self.parts and token is not None:
             self.parts[role].wrote(token, len(self.out))
 
@@ -138,10 +135,6 @@ class _Run:
         for piece in removed:
             if piece.role in ("large", "small"):
                 getattr(self.stats, piece.role).generated_tokens -= 1
-            if piece.role == "small" and self.checker.resumed:
-                self.stats.resumed_tokens -= 1
-        if self.cue is not None and not self.checker.resumed and self.out.stage == "reasoning":
-            self.stats.cues_cut[self.cue] = self.stats.cues_cut.get(self.cue, 0) + 1
         self.generated -= len(removed)
         for part in self.parts.values():
             part.rollback(cut.keep)
@@ -156,8 +149,10 @@ class _Run:
         """After a cut, the large model's token is written: the small model takes the sentence back, unless
         that token ended it (or no resumption is left). ``before``: where the token's text starts."""
         out = self.out
+        if self.active != "large" or not self.checker.resume_due(len(out)):
+            return None
         ended = out.stage == "reasoning" and find_sentence_end(out.text, max(0, before - 1)) is not None
-        if self.active != "large" or not self.checker.may_resume(len(out), ended):
+        if not self.checker.take_resumption(not ended):
             return None
         self.active, self.segment_start = "small", before
         self.awaiting_boundary = out.stage == "reasoning" and ends_on_open_mark(out.text)
@@ -254,7 +249,7 @@ class _Run:
                     yield RelayEvent("switch", answer_model, "answer")
                 self._open_answer()
                 continue
-            resumed = self._resume(before) if self.checker.resume else None
+            resumed = self._resume(before)
             if resumed is not None:
                 yield resumed
                 continue
@@ -267,8 +262,7 @@ class _Run:
                     self.stats.switches += 1
                     self.stats.cues_fired[hit.cue] = self.stats.cues_fired.get(hit.cue, 0) + 1
                     self.active, self.segment_start, self.awaiting_boundary = "small", len(out.text), False
-                    self.cue = hit.cue
-                    check.begin(out)
+                    check.begin(out, hit.cue)
                     yield RelayEvent("switch", "small", out.stage, cue=hit.cue)
             elif find_sentence_end(out.text, max(self.segment_start, before - 1)) is not None:
                 if check.open:  # only the new text (and the character before it) can complete a sentence end

@@ -93,6 +93,7 @@ def test_the_small_model_resumes_its_answer_after_a_cut(check):
     assert r.answer == " 7 units and 8 more." and r.text == "".join(LARGE_ANSWER)
     assert spans(r)[-3:] == [("small", " "), ("large", "7"), ("small", " units and 8 more.")]
     assert r.stats.resumes == 1 and r.stats.sentences_checked == 2 and r.stats.finish_reason == "stop"
+    assert r.stats.resumed_tokens == 6  # " units and 8 more.": its accepted end of generation is not a token
 
 
 def test_resume_needs_a_check_and_a_count():
