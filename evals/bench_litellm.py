@@ -4,7 +4,7 @@ For each prompt the three ways run back to back (direct `engine.stream`, `litell
 `await litellm.acompletion(stream=True)`), in a rotating order, on the same loaded engine (the provider's),
 greedy, so all three write the same tokens. Time to first token: from the call to the first text delta.
 The direct calls go to the provider's own engine (``ConcurrentEngine``: llama.cpp evaluates on its one
-scheduler thread whoever calls, as llama-cpp-python's OpenMP build wants: README, limits).
+scheduler thread whoever calls, as llama-cpp-python's OpenMP build wants: docs/design.md, limits).
 
     python evals/bench_litellm.py --problems 5 --max-tokens 128 --rounds 2
 """

@@ -3,7 +3,7 @@ byte, and the metering the cost model reads (calls, row_calls, first_call, segme
 
     python evals/same_texts.py before.jsonl after.jsonl     # exit status 1 if any text differs
 
-Used for refactors that must not change behaviour (README, "Checking a refactor").
+Used for refactors that must not change behaviour (docs/architecture.md, "Checking a refactor").
 """
 
 from __future__ import annotations

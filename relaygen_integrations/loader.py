@@ -116,7 +116,7 @@ def load_pair(pair: str | None = None, **options: Any) -> RelayEngine:
     (default: the pair's small model, in a context of its own), ``lookup`` drafts by prompt lookup,
     ``off`` does neither, ``auto`` (default) picks ``draft`` when the large model runs on a GPU and
     ``off`` on a CPU, where verifying a batch costs nearly as much as decoding it token by token (see
-    README, speculative decoding). ``draft_max`` caps the tokens per draft.
+    docs/speculative.md). ``draft_max`` caps the tokens per draft.
     """
     return build(RelaySpec.from_mapping({"pair": pair, **options}))
 

@@ -14,7 +14,7 @@ DEMO=1
 [[ "${1:-}" == "--no-demo" ]] && DEMO=0
 PY=${PYTHON:-python3}
 VENV=${RELAYGEN_VENV:-.venv}
-EXTRAS=${RELAYGEN_EXTRAS:-llamacpp,hf,openai,lm-eval,litellm,serve,bench,dev}
+EXTRAS=${RELAYGEN_EXTRAS:-llamacpp,hf,openai,lm-eval,litellm,serve,bench,docs,dev}
 if [[ ! -x $VENV/bin/python ]]; then
   "$PY" -m venv "$VENV"
 fi

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-demo
 bash scripts/build_llama_server.sh  # llama.cpp's own server, for tests/backends/test_llama_server.py (cached)
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 LITELLM_LOCAL_MODEL_COST_MAP=True
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet  # the manual (docs/): a broken link or page fails the run
 if [[ $# -gt 0 ]]; then
   exec .venv/bin/python -m pytest -q "$@"
 fi

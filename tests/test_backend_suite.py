@@ -78,7 +78,7 @@ def test_switching_gives_each_model_sentences(backend_pair):
 def test_greedy_relay_is_deterministic_across_requests(backend_pair):
     if backend_pair.name == "openai":
         pytest.skip("a server's prefix cache holds whatever earlier requests left, and a re-sent prefix is then "
-                    "evaluated in other batch shapes, so near-ties can flip between requests (README, limits)")
+                    "evaluated in other batch shapes, so near-ties can flip between requests (docs/design.md, limits)")
     engine = engine_for(backend_pair)
     first = engine.generate(PROMPT, GREEDY)
     engine.generate("Name three colours.", GREEDY)  # something else in between

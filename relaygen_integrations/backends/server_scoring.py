@@ -1,7 +1,7 @@
 """Scoring on a server: the log-probability of given tokens after a prefix, and the top choices at each
 position, which the checked relay, calibration and lm-eval's log-likelihoods need.
 
-Each kind's best path, read from its released source (README's server-kind table; nothing here ran against
+Each kind's best path, read from its released source (docs/backends.md's server-kind table; nothing here ran against
 vLLM or SGLang, whose paths are tested against protocol test servers in tests/backends):
 
     sglang            POST /generate: ``input_ids``, ``return_logprob``, ``logprob_start_len = first - 1``,

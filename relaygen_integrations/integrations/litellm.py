@@ -1,7 +1,7 @@
 """LiteLLM provider ``relaygen``: ``litellm.completion(model="relaygen/<pair>[:<profile>]", ...)``.
 
 ``register()`` adds it to ``litellm.custom_provider_map``; the LiteLLM proxy loads the module-level
-``handler`` from its config (README). Each model string loads one engine per process, on first use.
+``handler`` from its config (docs/litellm-serve.md). Each model string loads one engine per process, on first use.
 
 Concurrency: each model string is one ``ConcurrentEngine`` (``serving/pool.py``) serving up to
 ``max_batch`` requests at once (default: the backend's ``default_max_batch``, 4 on llama.cpp and servers;

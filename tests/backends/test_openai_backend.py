@@ -26,7 +26,7 @@ def test_chat_template_from_the_gguf_renders_like_llama_cpp(smollm2_path, smollm
 
 def test_one_stream_continues_exactly_like_in_process_llama_cpp(tmp_path):
     """A raw prompt evaluated on the server and in process: greedy decoding gives the same text. On a tiny
-    float32 model, where batch shapes cannot flip a greedy token (on quantised weights they can: README's
+    float32 model, where batch shapes cannot flip a greedy token (on quantised weights they can: docs/speculative.md's
     rule), so a difference is the backend's; it writes printable ASCII only (a server streams text, and
     random bytes would not survive as text)."""
     model = write_tiny_gguf(tmp_path / "ascii.gguf", seed=0, ascii_only=True)

@@ -251,7 +251,7 @@ def test_proxy_serves_the_documented_config_over_http(smollm2_path, tmp_path):
     openai = pytest.importorskip("openai")
     from relaygen_integrations.testing import free_port, wait_until_serving
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "litellm-serve.md").read_text()
     config = re.search(r"<!-- litellm-proxy-config -->\s*```yaml\n(.*?)```", readme, re.S).group(1)
     assert "relaygen/qwen2.5-coder-1.5b+0.5b" in config
     (tmp_path / "config.yaml").write_text(config.replace("qwen2.5-coder-1.5b+0.5b", "smollm2-135m-self"))
