@@ -14,7 +14,8 @@ import argparse
 import numpy as np
 
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend
-from relaygen_integrations.registry import Registry, fetch
+from relaygen_integrations.fetcher import fetch
+from relaygen_integrations.registry import Registry
 
 TEXT = ("Once upon a time a dragon lived in a cave above a quiet village. Every morning it counted its gold. " * 6)
 

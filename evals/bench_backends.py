@@ -27,7 +27,8 @@ from rich.console import Console
 from relaygen_integrations import RelayConfig, RelayEngine, SamplingParams
 from relaygen_integrations.loader import load_pair
 from relaygen_integrations.math_tasks import answers_match, load_problems, math_prompt
-from relaygen_integrations.registry import Registry, fetch
+from relaygen_integrations.fetcher import fetch
+from relaygen_integrations.registry import Registry
 
 HERE = Path(__file__).resolve().parent
 

@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend  # noqa: E402
 from relaygen_integrations.backends.llamacpp_batch import SharedContext  # noqa: E402
 from relaygen_integrations.core.scheduler import Job  # noqa: E402
-from relaygen_integrations.registry import Registry, fetch  # noqa: E402
+from relaygen_integrations.fetcher import fetch  # noqa: E402
+from relaygen_integrations.registry import Registry  # noqa: E402
 
 TEXT = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. " * 40
 

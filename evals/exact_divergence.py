@@ -22,7 +22,8 @@ import numpy as np
 
 from relaygen_integrations.backends.llamacpp import LlamaCppBackend
 from relaygen_integrations.math_tasks import data_file, load_problems, math_prompt
-from relaygen_integrations.registry import Registry, fetch
+from relaygen_integrations.fetcher import fetch
+from relaygen_integrations.registry import Registry
 
 
 def differing(path: Path, method: str) -> list[tuple[dict, dict]]:

@@ -131,7 +131,8 @@ def main() -> None:
     with ExitStack() as stack:
         extra = ["--mode", args.mode]
         if args.backend == "openai":
-            from relaygen_integrations.registry import Registry, fetch
+            from relaygen_integrations.fetcher import fetch
+            from relaygen_integrations.registry import Registry
 
             registry = Registry.load()
             pair = registry.pair(args.pair)

@@ -132,50 +132,9 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .registry import Registry, fetch, is_fetched, model_path, relaygen_home
+    from .cli_models import cmd_models as run
 
-    reg = Registry.load()
-    if args.action == "list":
-        from rich.table import Table
-
-        table = Table(title=f"models ({reg.path})", title_justify="left")
-        for col in ("name", "role", "fetched", "description"):
-            table.add_column(col, no_wrap=col != "description")
-        for m in reg.models.values():
-            table.add_row(m.name, m.role, "yes" if is_fetched(m) else "no", m.description)
-        console = _console()
-        console.print(table)
-        pairs = Table(title="pairs", title_justify="left")
-        for col in ("name", "large", "small", "profile"):
-            pairs.add_column(col, no_wrap=True)
-        for p in reg.pairs.values():
-            pairs.add_row(p.name + (" (default)" if p.default else ""), p.large, p.small, p.profile or "")
-        console.print(f"cache: {relaygen_home() / 'models'}")
-        console.print(pairs)
-        return 0
-    if not args.name:
-        raise RelayGenError(f"`relaygen models {args.action}` needs a model or pair name")
-    names = [reg.pairs[args.name].large, reg.pairs[args.name].small] if args.name in reg.pairs else [args.name]
-    names = list(dict.fromkeys(names))
-    if args.action == "path":
-        for name in names:
-            path = model_path(reg.model(name))
-            if not path.is_file():
-                raise RelayGenError(f"{name} is not fetched yet: run `relaygen models fetch {name}`")
-            print(path)
-        return 0
-    if args.source and len(names) > 1:
-        raise RelayGenError("--from takes one file: name a single model, not a pair")
-    from .registry import verify_cached
-
-    for name in names:
-        entry = reg.model(name)
-        was = is_fetched(entry) and verify_cached(entry)  # a damaged cached file is fetched anew
-        damaged = is_fetched(entry) and not was
-        path = fetch(entry, from_file=args.source, progress=sys.stderr.isatty(), verify=damaged)
-        state = "already fetched, verified" if was else "damaged copy replaced" if damaged else "fetched and verified"
-        print(f"{name}: {state}: {path}")
-    return 0
+    return run(args)
 
 
 def cmd_calibrate(args) -> int:
@@ -187,7 +146,7 @@ def cmd_calibrate(args) -> int:
     from .options import RelaySpec
     from .registry import model_path
 
-    out = Path(args.out)
+    out = Path(args.out) if args.out else _pair_profile_out(args)
     check_writable(out)  # fail before loading models
     check_quantile_of(args.check_quantile)
     _check_selection(args.select, args.min_accepted, args.acceptance_samples)
@@ -213,7 +172,8 @@ def cmd_calibrate(args) -> int:
                         mode="substring" if args.substring_cues else "word", threshold=args.threshold,
                         min_occurrences=args.min_occurrences, traces_path=args.traces, models=models,
                         progress=sys.stderr.isatty(), check_quantile=args.check_quantile, select=args.select,
-                        min_accepted=args.min_accepted, per_cue=args.acceptance_samples)
+                        min_accepted=args.min_accepted, per_cue=args.acceptance_samples,
+                        default_check=args.default_check)
     cost = profile["cost"]
     by = profile["selection"].get("by", "margin")
     print(f"selected {len(profile['cues'])} cues by {by}: {', '.join(repr(c) for c in profile['cues'])}")
@@ -226,7 +186,31 @@ def cmd_calibrate(args) -> int:
     print(f"check threshold tau = {check['tau']:.4g} (the {check['quantile']:.1%} quantile)" if check["tau"] is not None
           else f"no check threshold: {check['why']}")
     print(f"wrote {out} and {out.with_suffix('.png')}")
+    if check.get("default") == "tau":
+        print(f"check=auto now runs tau = {check['tau']:.4g} for this pair")
+    elif check["tau"] is not None:
+        print("the check stays off by default; to make this tau the pair's default, rerun with --default-check or "
+              "add \"default\": \"tau\" to the profile's \"check\" entry (docs/calibration.md)")
     return 0
+
+
+def _pair_profile_out(args) -> Path:
+    """Where a pair's own calibration goes when no --out is given: where the registry finds it for the pair."""
+    from .registry import Registry, user_profile_path
+
+    if args.large or args.small:
+        raise RelayGenError("--large/--small calibrate models other than the pair's: name the profile with --out")
+    registry = Registry.load()
+    pair = registry.pair(args.pair)
+    out = user_profile_path(pair.name)
+    if registry.user_names_profile(pair):
+        print(f"note: your registry names a profile for {pair.name}, which it keeps using; this calibration goes "
+              f"to {out}", file=sys.stderr)
+    if not registry.user_profiles:
+        print(f"note: $RELAYGEN_REGISTRY is set, so the pair will not pick up {out} by itself: name it in that "
+              "registry or pass --profile", file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out
 
 
 def cmd_bench_run(args) -> int:
@@ -306,7 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--start", type=int, default=0, help="index of the first problem to use")
     c.add_argument("--problems", type=int, default=40, help="number of problems (default: 40)")
     c.add_argument("--samples", type=int, default=4, help="traces per problem (default: 4)")
-    c.add_argument("--out", required=True, help="profile JSON to write (plot: same name, .png)")
+    c.add_argument("--out", help="profile JSON to write (plot: same name, .png); default, for a registry pair: "
+                   "$RELAYGEN_HOME/profiles/PAIR.json, which the pair uses from then on")
+    c.add_argument("--default-check", action="store_true",
+                   help="make the calibrated tau the pair's default check (check=auto runs it); off by default: "
+                   "let a benchmark show the check pays on your pair first")
     c.add_argument("--traces", help="trace store (default: OUT with .traces.jsonl); reused and resumed")
     c.add_argument("--threshold", type=float, default=0.0, help="select cues with delta > this (default: 0)")
     c.add_argument("--min-occurrences", type=int, default=5, help="occurrences a cue needs (default: 5)")

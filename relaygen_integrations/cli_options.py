@@ -53,7 +53,7 @@ def add_relay_options(p: argparse.ArgumentParser) -> None:
     r = p.add_argument_group("relay")
     r.add_argument("--mode", choices=["relay", "large", "small"],
                    help="relay (default), or one model alone as a baseline")
-    r.add_argument("--profile", help="cue profile: paper-qwen3, all-candidates, or a profile JSON file")
+    r.add_argument("--profile", help="cue profile: paper-qwen3, paper-r1, all-candidates, or a profile JSON file")
     r.add_argument("--answer-model", choices=["small", "large"],
                    help="who writes the answer after the reasoning-end marker (default: small, as the paper)")
     r.add_argument("--min-large-tokens", type=int, help="large-model tokens before a cue may fire (default: 5)")

@@ -12,7 +12,8 @@ from .backends import backend_class, check_backend_name
 from .core.engine import RelayEngine
 from .errors import ConfigError, ModelFileError, ModelNotFoundError
 from .options import RelaySpec
-from .registry import Registry, fetch, is_fetched, model_path
+from .fetcher import fetch
+from .registry import Registry, is_fetched, model_path
 
 
 def _model_file(model: str | Path, registry: Registry | None, progress: bool) -> Path:
@@ -80,8 +81,6 @@ class ResolvedPair:
 def resolve_pair(spec: RelaySpec) -> ResolvedPair:
     """The spec's pair through the registry (nothing loaded): models, reasoning-end marker and profile.
     Shared by ``build``, calibration and the bench, so they agree on what a pair means."""
-    from .core.profile import BUILTIN_PROFILES
-
     registry = Registry.load(spec.registry_path)
     entry = registry.pair(spec.pair)
     large_name, small_name = spec.large or entry.large, spec.small or entry.small
@@ -92,11 +91,7 @@ def resolve_pair(spec: RelaySpec) -> ResolvedPair:
     if len(formats) > 1:
         raise ConfigError(f"{large_name} and {small_name} use different chat formats ({' vs '.join(sorted(formats))}), "
                           "so one cannot continue the other's text")
-    profile = spec.profile
-    if profile is None:
-        profile = entry.profile
-        if profile and profile not in BUILTIN_PROFILES:
-            profile = registry.path.parent / profile  # profile files live beside the registry
+    profile = spec.profile if spec.profile is not None else registry.pair_profile(entry)
     return ResolvedPair(registry, large_name, small_name, marker, profile)
 
 

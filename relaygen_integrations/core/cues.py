@@ -45,6 +45,13 @@ PAPER_QWEN3_CUES: tuple[str, ...] = (
     "Therefore,", "Wait,", "Also", "So,",
 )
 
+# The cues the paper's calibration chose for DeepSeek-R1-Distill-Qwen-1.5B with R1-Distill-Qwen-32B (25).
+PAPER_R1_CUES: tuple[str, ...] = (
+    "Wait", "Thus", "thus", "similarly", "Again,", "Now", "Therefore", "hence", "Hence,", "Now,", "Thus,",
+    "Oh,", "Similarly,", "Any", "Therefore,", "Alternatively,", "now,", "So,", "now", "verify", "Specifically,",
+    "Alternatively", "Ah,", "wait", "So ",
+)
+
 
 @dataclass(frozen=True)
 class CueMatch:

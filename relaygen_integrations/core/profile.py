@@ -2,7 +2,8 @@
 
 A profile is a named cue list plus the matching mode. Built-in profiles:
 ``paper-qwen3`` (the cues the paper's calibration chose for Qwen3-1.7B/32B; the default until a pair
-is calibrated) and ``all-candidates`` (the 91 reference candidates). A profile can also be a JSON
+is calibrated), ``paper-r1`` (its choice for DeepSeek-R1-Distill-Qwen-1.5B/32B) and ``all-candidates``
+(the 91 reference candidates). A profile can also be a JSON
 file with at least ``{"cues": [...]}``, as written by calibration.
 """
 
@@ -15,10 +16,11 @@ from typing import Iterable
 
 from ..errors import ConfigError, ModelNotFoundError
 from .check import CheckPolicy
-from .cues import PAPER_QWEN3_CUES, REFERENCE_CANDIDATES, CueMatcher, MatchMode, validate_cues
+from .cues import PAPER_QWEN3_CUES, PAPER_R1_CUES, REFERENCE_CANDIDATES, CueMatcher, MatchMode, validate_cues
 
 BUILTIN_PROFILES = {
     "paper-qwen3": PAPER_QWEN3_CUES,
+    "paper-r1": PAPER_R1_CUES,
     "all-candidates": REFERENCE_CANDIDATES,
 }
 DEFAULT_PROFILE = "paper-qwen3"
