@@ -128,8 +128,11 @@ def _digest_file(final: Path) -> Path:
 
 
 def verify_cached(entry: ModelEntry) -> bool:
-    """Whether the cached file still has a checksum it was fetched with (reads the whole file)."""
+    """Whether the cached file still has a checksum it was fetched with (reads the whole file); a ``path``
+    model's file is the user's own, taken as it is."""
     final = model_path(entry)
+    if entry.path:
+        return final.is_file()
     known = {s["sha256"] for s in entry.sources if s.get("sha256")}
     recorded = _digest_file(final)
     if recorded.is_file():
@@ -143,6 +146,10 @@ def fetch(entry: ModelEntry, *, from_file: str | Path | None = None, progress: b
     ``verify``: check a cached file's sha256 too, and fetch it anew when it does not match (a file
     truncated or damaged after its fetch); otherwise a cached file is trusted as it is."""
     final = model_path(entry)
+    if entry.path:  # the user's own file, used where it is
+        if not final.is_file():
+            raise FetchError(f"model {entry.name}'s file {final} does not exist (its registry entry's path)")
+        return final
     if final.is_file() and (not verify or verify_cached(entry)):
         return final
     if final.is_file():  # damaged since its fetch: fetched anew below

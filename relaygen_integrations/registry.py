@@ -32,6 +32,7 @@ class ModelEntry:
     chat_format: str = ""
     reasoning_end: str | None = None
     sources: tuple[dict, ...] = ()
+    path: str | None = None  # a file on this machine, used where it is: no copy into the cache, no checksum
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,13 @@ class Registry:
         for file in files:
             data = _read(file, required=file == files[0])
             for name, m in data.get("models", {}).items():
-                _need(isinstance(m, dict) and "file" in m, file, f"model {name!r} needs a file = \"NAME.gguf\"")
+                _need(isinstance(m, dict) and ("file" in m or "path" in m), file,
+                      f"model {name!r} needs a file = \"NAME.gguf\" (with sources) or a path = \"/its/file.gguf\"")
+                local = str(Path(os.path.expandvars(m["path"])).expanduser()) if "path" in m else None
                 reg.models[name] = ModelEntry(
-                    name=name, file=m["file"], description=m.get("description", ""), role=m.get("role", "any"),
-                    chat_format=m.get("chat_format", ""),
-                    reasoning_end=m.get("reasoning_end"), sources=tuple(m.get("sources", ())))
+                    name=name, file=m.get("file") or Path(local).name, description=m.get("description", ""),
+                    role=m.get("role", "any"), chat_format=m.get("chat_format", ""),
+                    reasoning_end=m.get("reasoning_end"), sources=tuple(m.get("sources", ())), path=local)
             for name, p in data.get("pairs", {}).items():
                 _need(isinstance(p, dict), file, f"pair {name!r} must be a table")
                 merged = {**pairs.get(name, {}), **p}
@@ -162,8 +165,8 @@ def user_profile_path(pair: str) -> Path:
 
 
 def model_path(entry: ModelEntry) -> Path:
-    """Where the model's file lives once fetched (it may not exist yet)."""
-    return relaygen_home() / "models" / entry.file
+    """Where the model's file lives once fetched (it may not exist yet); a ``path`` model's own file."""
+    return Path(entry.path) if entry.path else relaygen_home() / "models" / entry.file
 
 
 def is_fetched(entry: ModelEntry) -> bool:

@@ -147,3 +147,15 @@ def test_the_shipped_reasoning_pairs_are_well_formed(name, monkeypatch):
             assert "size" not in s or (isinstance(s["size"], int) and s["size"] > 10**8)
     resolved = resolve_pair(RelaySpec(pair=name))
     assert resolved.reasoning_end == "</think>" and resolved.profile == family
+
+
+def test_a_model_of_your_own_is_used_where_it_is(home, smollm2_path, tmp_path):
+    """``path =``: the user's file is used in place (no copy into the cache); a missing one is one clear error."""
+    from relaygen_integrations.fetcher import fetch
+
+    (home / "registry.toml").write_text(f'[models.here]\npath = "{smollm2_path}"\n[models.gone]\n'
+                                        f'path = "{tmp_path / "gone.gguf"}"\n')
+    reg = Registry.load()
+    assert fetch(reg.model("here")) == smollm2_path and reg.model("here").file == smollm2_path.name
+    with pytest.raises(FetchError, match="gone.gguf does not exist"):
+        fetch(reg.model("gone"))

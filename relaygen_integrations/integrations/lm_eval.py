@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 import zlib
 from collections import Counter
@@ -100,6 +101,9 @@ class RelayGenLM(LM):
     temperature, top_p, top_k   sampling when a task does not set it (default greedy)
     seed                base seed (1234); each request's seed is derived from it and the prompt
     stats_path          per-request statistics file (default: beside --output_path)
+    think_end_token     lm-eval's name: grade only the text after it (a thinking model's answer, not its
+                        reasoning). auto (default): the pair's reasoning-end marker when it is a closing
+                        tag such as ``</think>`` (a ``\boxed{`` marker is part of the answer); none: all text
     batch_size          lm-eval's --batch_size: requests in flight at once (1; ``auto``: 4; hf: 1)
 
     From Python, ``engine=`` takes a built RelayEngine instead (its configuration then applies).
@@ -123,6 +127,9 @@ class RelayGenLM(LM):
         SamplingParams(temperature=self.defaults["temperature"], top_p=self.defaults["top_p"],
                        top_k=self.defaults["top_k"], max_tokens=self.defaults["max_gen_toks"]).validated()
         self.seed = int(args.pop("seed", 1234))
+        think_end = args.pop("think_end_token", "auto")
+        if not isinstance(think_end, str) or not think_end:
+            raise ConfigError(f"think_end_token must be auto, none or the text that ends the reasoning, got {think_end!r}")
         device = args.pop("device", None)
         self.pair = pretrained or pair
         self.progress = progress
@@ -147,6 +154,7 @@ class RelayGenLM(LM):
             raise ConfigError(f"with engine= the engine's own configuration applies; drop {', '.join(sorted(args))}")
         self.engine = engine
         self.batch_size = engine.max_batch
+        self.think_end = think_end_of(think_end, engine.config.reasoning_end)
         mode = engine.config.mode  # an engine passed in brings its own configuration
         drafter = getattr(engine.large, "drafter", None)  # a SpeculativeBackend's
         self.scoring = engine.small if mode == "small" else engine.large  # the model whose scorer() scores
@@ -197,12 +205,12 @@ class RelayGenLM(LM):
                     raise
                 results.append(result)
                 self.records.append(request_record(req, result))
-                self.cache_hook.add_partial("generate_until", tuple(req.args), result.text)
+                self.cache_hook.add_partial("generate_until", tuple(req.args), graded_text(result.text, self.think_end))
                 bar.update(1)
                 bar.set_postfix_str(f"large {large_share(self.records):.0%} of tokens")
         bar.close()
         write_stats(self._stats_file, self.records)
-        return [r.text for r in results]
+        return [graded_text(r.text, self.think_end) for r in results]
 
     @_one_line_errors
     def loglikelihood(self, requests, disable_tqdm: bool = False) -> list[tuple[float, bool]]:
@@ -357,3 +365,18 @@ def register() -> None:
     from .lm_eval_hook import register_lazily
 
     register_lazily()
+
+
+def think_end_of(setting: str, reasoning_end: str | None) -> str | None:
+    """The text after which an answer is graded (None: the whole text); see ``think_end_token``."""
+    if setting == "none":
+        return None
+    if setting == "auto":
+        return reasoning_end if reasoning_end and re.fullmatch(r"</\w+>", reasoning_end) else None
+    return setting
+
+
+def graded_text(text: str, think_end: str | None) -> str:
+    """What lm-eval grades: the text after the last ``think_end`` (all of it when the reasoning never ended,
+    as lm-eval's own ``think_end_token`` does)."""
+    return text.rsplit(think_end, 1)[-1].lstrip() if think_end else text
