@@ -67,6 +67,7 @@ def site_copy(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     shutil.copytree(REPO / "docs", root / "docs")
     shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
+    shutil.copy(REPO / "README.md", root / "README.md")  # docs/index.md takes its first paragraphs
     return root
 
 
@@ -74,6 +75,7 @@ def test_the_manual_builds_strictly(site_copy):
     done = mkdocs(["build", "--strict", "--site-dir", str(site_copy / "out")], site_copy)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (site_copy / "out" / "checked-relay" / "index.html").is_file()
+    assert "calibrated discourse cue" in (site_copy / "out" / "index.html").read_text()  # README's intro
 
 
 @pytest.mark.parametrize("breakage", [
@@ -85,6 +87,7 @@ def test_a_broken_link_fails_the_build(site_copy, tmp_path, breakage):
     broken = tmp_path / "broken"
     shutil.copytree(site_copy / "docs", broken / "docs")
     shutil.copy(site_copy / "mkdocs.yml", broken / "mkdocs.yml")
+    shutil.copy(site_copy / "README.md", broken / "README.md")
     text = (broken / "docs" / page).read_text()
     assert old in text
     (broken / "docs" / page).write_text(text.replace(old, new))
