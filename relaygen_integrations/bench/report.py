@@ -1,28 +1,15 @@
-"""The benchmark report: Markdown tables from one or more results files, and its plots."""
+"""The benchmark report: Markdown tables from one or more results files (its plots: figures.py)."""
 
 from __future__ import annotations
 
 import shlex
-from dataclasses import replace
 from pathlib import Path
 
 from ..errors import ConfigError
-from .summary import Results, answer_stage, load_results, summarise, time_breakdown
+from .figures import (accuracy_vs_small_share_figure, accuracy_vs_speedup_figure, dataset_name, run_labels, save,
+                      token_strip)
+from .summary import SMALL_STEP, Results, answer_stage, load_results, summarise, time_breakdown
 
-COLOURS = {"large": "#1f77b4", "small": "#d62728", "forced": "#7f7f7f"}
-NAMES = {"gsm8k": "GSM8K", "math500": "MATH-500", "aime2024": "AIME 2024", "aime2025": "AIME 2025", "amc23": "AMC 2023"}
-
-
-def _dataset_name(results: Results) -> str:
-    d = results.settings["dataset"]
-    return NAMES.get(d, Path(d).stem)
-
-
-def _labels(all_results: list[Results]) -> list[str]:
-    """Each results file's data set, with its folder where two files hold the same data set (a report over
-    an earlier run and a later one)."""
-    names = [_dataset_name(r) for r in all_results]
-    return [f"{n} ({r.path.parent.name})" if names.count(n) > 1 else n for n, r in zip(names, all_results)]
 
 
 def _command(results: Results) -> str:
@@ -95,7 +82,7 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
     machine = results.runs[-1]["machine"]
     sampling = "greedy" if not s["temperature"] else f"temperature {s['temperature']}, {s['samples']} samples per problem"
     n = max(r.problems for r in rows)
-    md = [f"## {_dataset_name(results)}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
+    md = [f"## {dataset_name(results)}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
           f"Command (resumable): `{_command(results)}`", "",
           f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, Python {machine['python']}, "
           f"llama-cpp-python {machine.get('llama_cpp_python', '-')}. Pair: {s.get('pair') or 'default'}, "
@@ -162,16 +149,19 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
                "steps, one model against the other) apart from that drift. "
                "The last column prices the same calls as on memory-bound hardware (a call of up to 64 tokens costs one "
                "decode step, this machine's decode costs): what the same token split would give where hand-offs "
-               "and verification batches are nearly free.",
+               "and verification batches are nearly free; the one before it prices them so with the small "
+               f"model's step at {SMALL_STEP:g} of the large model's, as for a pair like Qwen3-1.7B beside "
+               "Qwen3-32B (this machine's pair measures about 0.5).",
                "", "| method | predicted speedup | measured speedup | predicted / measured | predicted model time (s) "
                "| measured model time (s) | measured wall time (s) | anchored prediction | anchored / measured "
-               "| memory-bound what-if |", "|---|---|---|---|---|---|---|---|---|---|"]
+               f"| memory-bound, small step {SMALL_STEP:g} | memory-bound what-if |",
+               "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             agree = "-" if r.predicted_speedup is None or not r.speedup else f"{r.predicted_speedup / r.speedup:.2f}"
             md.append(f"| {r.method} | {_fmt_x(r.predicted_speedup)} | {_fmt_x(r.speedup)} | {agree} | "
                       f"{r.predicted_model_s:.0f} | {r.measured_model_s:.0f} | {r.total_s:.0f} | "
                       f"{_fmt_x(r.anchored_speedup)} | {_ratio(r.anchored_speedup, r.speedup)} | "
-                      f"{_fmt_x(r.memory_bound_speedup)} |")
+                      f"{_fmt_x(r.cheap_small_speedup)} | {_fmt_x(r.memory_bound_speedup)} |")
         relay_like = [m for m in results.methods if m != "large" and m != "small"]
         if relay_like:
             shown = ["large", *relay_like]
@@ -206,130 +196,9 @@ def marked_text(record: dict) -> str:
     return "".join(out) + record["text"][pos:]
 
 
-def token_strip(results: Results, path: Path) -> tuple[Path, dict] | None:
-    """A strip of the tokens of one relay answer, coloured by the model that wrote them."""
-    relay = [s for s in results.samples if s["method"].startswith("relay") and s["switches"]]
-    if not relay:
-        return None
-    first = sorted({s["index"] for s in results.samples})[:20]
-    pick = max((s for s in relay if s["index"] in first), key=lambda s: (s["switches"], -s["index"]), default=None)
-    if pick is None:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    width = 100  # tokens per row
-    total = sum(seg[2] for seg in pick["segments"])
-    rows = max(1, -(-total // width))
-    fig, ax = plt.subplots(figsize=(10, 0.35 * rows + 1.2))
-    pos = 0
-    for model, _stage, tokens, _chars in pick["segments"]:
-        left = tokens
-        while left > 0:
-            row, col = divmod(pos, width)
-            take = min(left, width - col)
-            ax.barh(-row, take, left=col, height=0.8, color=COLOURS.get(model, "#7f7f7f"))
-            pos, left = pos + take, left - take
-    from matplotlib.patches import Patch
-
-    ax.legend(handles=[Patch(color=COLOURS["large"], label="large model"), Patch(color=COLOURS["small"], label="small model"),
-                       Patch(color=COLOURS["forced"], label="inserted marker")], fontsize=7, loc="lower right",
-              bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
-    ax.set_xlim(0, width)
-    ax.set_ylim(-rows + 0.4, 0.6)
-    ax.set_yticks([-i for i in range(rows)], [f"{i * width}" for i in range(rows)], fontsize=7)
-    ax.set_xlabel("token within row (rows of 100 tokens)")
-    share = pick["large_tokens"] / max(1, pick["tokens"])
-    ax.set_title(f"{_dataset_name(results)} {pick['id']}, {pick['method']}: {pick['tokens']} tokens, "
-                 f"{share:.0%} by the large model, {pick['switches']} switches", fontsize=9, loc="left")
-    _save(fig, path)
-    return path, pick
-
-
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")  # "tight" keeps a legend placed outside the axes
-    plt.close(fig)
-
-
-def legend_beside(ax) -> None:
-    """A legend right of the axes: with a dozen method x data-set entries, one inside hides the points."""
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-
-
-def accuracy_vs_speedup_figure(all_results: list[Results]):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    markers = "osD^v"
-    cmap = plt.get_cmap("tab10")
-    methods = list(dict.fromkeys(m for res in all_results for m in res.methods))
-    labels = _labels(all_results)
-    for d, res in enumerate(all_results):
-        for r in summarise(res):
-            if r.speedup is None:
-                continue
-            colour = cmap(methods.index(r.method) % 10)
-            xerr = None if r.speedup_ci is None or r.method == "large" else [[r.speedup - r.speedup_ci[0]], [r.speedup_ci[1] - r.speedup]]
-            ax.errorbar(r.speedup, 100 * r.pass1, xerr=xerr, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
-                        fmt=markers[d % len(markers)], color=colour, capsize=3,
-                        label=f"{r.method} ({labels[d]})")
-    ax.axvline(1.0, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("speedup over the large model alone (ratio of total times)")
-    ax.set_ylabel("pass@1 (%), 95% CI")
-    legend_beside(ax)
-    ax.set_title("Accuracy vs speed (this machine)")
-    return fig
-
-
-def on_common_problems(res: Results):
-    """Every method's summary on the problems all of them answered (a sweep may cover fewer than the rest)."""
-    common = set.intersection(*({s["id"] for s in res.samples if s["method"] == m} for m in res.methods))
-    return summarise(replace(res, samples=[s for s in res.samples if s["id"] in common]))
-
-
-def accuracy_vs_small_share_figure(all_results: list[Results]):
-    """The checked relay's frontier: pass@1 against the small model's share of the tokens, per method, on the
-    problems every method answered (a sweep may cover fewer than the rest); the calibrated cues' thresholds
-    (``relay+tau=P``, ``relay+check``) joined in order of share, ``large`` at share 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    cmap = plt.get_cmap("tab10")
-    methods = list(dict.fromkeys(m for res in all_results for m in res.methods))  # one colour per method
-    labels = _labels(all_results)
-    for d, res in enumerate(all_results):
-        rows = on_common_problems(res)
-        for r in rows:
-            share = 100 * (1 - r.large_share)
-            ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
-                        fmt="osD^v"[d % 5], color=cmap(methods.index(r.method) % 10), capsize=3,
-                        label=f"{r.method} ({labels[d]}, n={r.problems})")
-        sweep = sorted((1 - r.large_share, r.pass1) for r in rows
-                       if (r.method.startswith("relay+tau=") and r.method.count("+") == 1) or r.method == "relay+check")
-        if len(sweep) > 1:
-            ax.plot([100 * x for x, _ in sweep], [100 * y for _, y in sweep], color="grey", lw=0.8)
-    ax.set_xlabel("small model's share of the tokens (%)")
-    ax.set_ylabel("pass@1 (%), 95% CI")
-    legend_beside(ax)
-    ax.set_title("Accuracy vs the small model's share (checked relay frontier)")
-    return fig
-
-
 def headline(all_results: list[Results]) -> list[str]:
     """One row per method, pass@1 and speedup per data set."""
-    names = _labels(all_results)
+    names = run_labels(all_results)
     summaries = [{s.method: s for s in summarise(r)} for r in all_results]
     methods = list(dict.fromkeys(m for s in summaries for m in s))
     md = ["| method | " + " | ".join(f"{n} pass@1 % | {n} speedup" for n in names) + " |",
@@ -355,10 +224,10 @@ def write_report(paths: list[Path], out: Path, title: str | None = None, plots: 
           "problems, methods interleaved per problem; CIs: Wilson (accuracy), problem bootstrap (speedup).", "",
           "## Headline", ""] + headline(all_results)
     if plots:
-        _save(accuracy_vs_speedup_figure(all_results), out.parent / "accuracy_vs_speedup.png")
+        save(accuracy_vs_speedup_figure(all_results), out.parent / "accuracy_vs_speedup.png")
         md += ["", "![accuracy vs speedup](accuracy_vs_speedup.png)"]
         if any({"check", "exact"} & set(m.split("+")[1:]) or "+tau=" in m for r in all_results for m in r.methods):
-            _save(accuracy_vs_small_share_figure(all_results), out.parent / "accuracy_vs_small_share.png")
+            save(accuracy_vs_small_share_figure(all_results), out.parent / "accuracy_vs_small_share.png")
             md += ["", "![accuracy vs small-model share](accuracy_vs_small_share.png)"]
     for res in all_results:
         md += [""] + section(res, out.parent if plots else None)

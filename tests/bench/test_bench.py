@@ -15,7 +15,7 @@ from relaygen_integrations.bench.methods import parse_methods
 from relaygen_integrations.bench.report import _command
 from relaygen_integrations.bench.runner import BenchSettings, data_file, read_records, recorded_settings
 from relaygen_integrations.math_tasks import box_content
-from relaygen_integrations.bench.summary import load_results, sign_test, summarise, wilson
+from relaygen_integrations.bench.summary import SMALL_STEP, load_results, sign_test, summarise, wilson
 from relaygen_integrations.errors import ConfigError
 from busy_cues import ANY_LETTER_FILE
 
@@ -205,7 +205,7 @@ def test_report_tables_and_plots(bench_run, tmp_path):
 def test_the_frontier_compares_methods_on_the_problems_they_all_answered(bench_run):
     from dataclasses import replace
 
-    from relaygen_integrations.bench.report import on_common_problems
+    from relaygen_integrations.bench.figures import on_common_problems
 
     res = load_results(bench_run)
     first = res.samples[0]["id"]  # one method answered one problem fewer (a sweep over a shorter slice)
@@ -299,6 +299,22 @@ def test_each_answer_is_priced_with_its_own_invocations_costs(tmp_path):
     assert next(r for r in summarise(subset) if r.method == "large").predicted_model_s == pytest.approx(0.4)
 
 
+def test_memory_bound_what_ifs_price_calls_by_count_and_the_small_step(tmp_path):
+    """A call of up to 64 tokens costs one decode step; the second what-if puts every small-model call at
+    SMALL_STEP of a large step (a pair whose small model is much smaller than this machine's)."""
+    run = {"type": "run", "settings": {"methods": "large,relay", "dataset": "gsm8k"}, "machine": {}}
+    costs = {"type": "costs", "large": {"sizes": [1, 64, 256], "seconds": [0.06, 1.2, 4.8]},
+             "small": {"sizes": [1, 64, 256], "seconds": [0.03, 0.6, 2.4]}}
+    large, relay = _sample("large", "1", 1.0, True, 20), _sample("relay", "1", 1.0, True, 10, 10)
+    relay["calls"] = {"large": {"1": 10, "12": 1}, "small": {"1": 10, "128": 1}}  # 128 tokens: two steps
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [run, costs, large, relay]) + "\n")
+    row = next(r for r in summarise(load_results(path)) if r.method == "relay")
+    assert row.memory_bound_speedup == pytest.approx(10 * 0.06 / (11 * 0.06 + 12 * 0.03))
+    assert row.cheap_small_speedup == pytest.approx(10 / (11 + 12 * SMALL_STEP))
+    assert row.cheap_small_speedup > row.memory_bound_speedup
+
+
 def test_unit_costs_price_calls_by_size():
     c = UnitCosts([1, 4, 16], [0.01, 0.02, 0.08])
     assert c.call(1) == 0.01 and c.call(10) == pytest.approx(0.05) and c.call(32) == pytest.approx(0.16)
@@ -353,9 +369,9 @@ def test_plot_legends_do_not_hide_points(bench_run, make_figure):
     """Regression: the legend sat inside the axes and covered the GSM8K points of the committed frontier plot."""
     import matplotlib.pyplot as plt
 
-    from relaygen_integrations.bench import report
+    from relaygen_integrations.bench import figures
 
-    fig = getattr(report, make_figure)([load_results(bench_run)])
+    fig = getattr(figures, make_figure)([load_results(bench_run)])
     fig.canvas.draw()
     ax = fig.axes[0]
     legend, plot_area = ax.get_legend().get_window_extent(), ax.get_window_extent()
