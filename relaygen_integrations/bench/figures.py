@@ -3,6 +3,7 @@ answer's tokens coloured by the model that wrote them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -88,18 +89,18 @@ def accuracy_vs_speedup_figure(all_results: list[Results]):
 
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
     markers = "osD^v"
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     methods = list(dict.fromkeys(m for res in all_results for m in res.methods))
     labels = run_labels(all_results)
     for d, res in enumerate(all_results):
         for r in summarise(res):
             if r.speedup is None:
                 continue
-            colour = cmap(methods.index(r.method) % 10)
+            colour = cmap(methods.index(r.method) % 20)
             xerr = None if r.speedup_ci is None or r.method == "large" else [[r.speedup - r.speedup_ci[0]], [r.speedup_ci[1] - r.speedup]]
             ax.errorbar(r.speedup, 100 * r.pass1, xerr=xerr, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
                         fmt=markers[d % len(markers)], color=colour, capsize=3,
-                        label=f"{r.method} ({labels[d]})")
+                        label=f"{short_method(r.method)} ({labels[d]})")
     ax.axvline(1.0, color="grey", lw=0.8, ls=":")
     ax.set_xlabel("speedup over the large model alone (ratio of total times)")
     ax.set_ylabel("pass@1 (%), 95% CI")
@@ -108,15 +109,27 @@ def accuracy_vs_speedup_figure(all_results: list[Results]):
     return fig
 
 
-def on_common_problems(res: Results):
-    """Every method's summary on the problems all of them answered (a sweep may cover fewer than the rest)."""
-    common = set.intersection(*({s["id"] for s in res.samples if s["method"] == m} for m in res.methods))
+def on_common_problems(res: Results, within: set | None = None):
+    """Every method's summary on the problems all of them answered (a sweep may cover fewer than the rest),
+    and only those ``within`` where given (the problems that every run of this data set answered)."""
+    common = _answered_by_every_method(res)
+    if within is not None:
+        common &= within
     return summarise(replace(res, samples=[s for s in res.samples if s["id"] in common]))
+
+
+def _answered_by_every_method(res: Results) -> set:
+    return set.intersection(*({s["id"] for s in res.samples if s["method"] == m} for m in res.methods))
+
+
+def short_method(name: str) -> str:
+    """A method as a plot's legend shows it: a profile given as a file by its name alone."""
+    return re.sub(r"relay:(?:[^+]*/)?([^+/]+?)(?:\.json)?(?=\+|$)", r"relay:\1", name)
 
 
 def accuracy_vs_small_share_figure(all_results: list[Results]):
     """The checked relay's frontier: pass@1 against the small model's share of the tokens, per method, on the
-    problems every method answered (a sweep may cover fewer than the rest); the calibrated cues' thresholds
+    problems every method of every run of the data set answered (a sweep may cover fewer); the calibrated cues' thresholds
     (``relay+tau=P``, ``relay+check``) joined in order of share, ``large`` at share 0."""
     import matplotlib
 
@@ -124,16 +137,21 @@ def accuracy_vs_small_share_figure(all_results: list[Results]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9.5, 4.5))
-    cmap = plt.get_cmap("tab10")
+    cmap = plt.get_cmap("tab20")
     methods = list(dict.fromkeys(m for res in all_results for m in res.methods))  # one colour per method
     labels = run_labels(all_results)
+    common: dict[str, set] = {}  # runs of one data set (an earlier run and a later one) on the same problems
+    for res in all_results:
+        ids = _answered_by_every_method(res)
+        name = dataset_name(res)
+        common[name] = common[name] & ids if name in common else ids
     for d, res in enumerate(all_results):
-        rows = on_common_problems(res)
+        rows = on_common_problems(res, common[dataset_name(res)])
         for r in rows:
             share = 100 * (1 - r.large_share)
             ax.errorbar(share, 100 * r.pass1, yerr=[[100 * (r.pass1 - r.ci[0])], [100 * (r.ci[1] - r.pass1)]],
-                        fmt="osD^v"[d % 5], color=cmap(methods.index(r.method) % 10), capsize=3,
-                        label=f"{r.method} ({labels[d]}, n={r.problems})")
+                        fmt="osD^v"[d % 5], color=cmap(methods.index(r.method) % 20), capsize=3,
+                        label=f"{short_method(r.method)} ({labels[d]}, n={r.problems})")
         sweep = sorted((1 - r.large_share, r.pass1) for r in rows
                        if (r.method.startswith("relay+tau=") and r.method.count("+") == 1) or r.method == "relay+check")
         if len(sweep) > 1:

@@ -214,6 +214,25 @@ def test_the_frontier_compares_methods_on_the_problems_they_all_answered(bench_r
     assert {r.problems for r in rows} == {1} and len(rows) == len(res.methods)
 
 
+def test_the_frontier_puts_two_runs_of_one_data_set_on_the_same_problems(tmp_path):
+    # regression: an earlier run's sweep over 50 problems was plotted beside a later run's 29 as if comparable
+    from relaygen_integrations.bench.figures import accuracy_vs_small_share_figure, short_method
+
+    runs = []
+    for folder, method, ids in (("first", "relay+check", "123"), ("later", "relay:x/y/prof.json+check+resume", "12")):
+        run = {"type": "run", "settings": {"methods": f"large,{method}", "dataset": "gsm8k"}, "machine": {}}
+        recs = [run] + [_sample(m, i, 1.0, True, 8, 2 * (m != "large")) for i in ids for m in ("large", method)]
+        path = tmp_path / folder / "gsm8k.jsonl"
+        path.parent.mkdir()
+        path.write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+        runs.append(load_results(path))
+    fig = accuracy_vs_small_share_figure(runs)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert len(labels) == 4 and all("n=2)" in label for label in labels)
+    assert "relay:prof+check+resume (GSM8K (later), n=2)" in labels
+    assert short_method("relay:paper-qwen3+draft") == "relay:paper-qwen3+draft"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "gsm9k"], "unknown data set 'gsm9k'"),
     (["--methods", "large,relay+magic"], "after '+' comes draft, lookup, check, exact, tau=P or resume"),
