@@ -3,6 +3,12 @@ answered (right only here / only there, sign test, identical texts), and what a 
 
     python evals/check_paired.py evals/results/bench_check/gsm8k.jsonl relay+check relay
     python evals/check_paired.py evals/results/bench_check/gsm8k.jsonl relay+tau=0.01+handback=0.4 relay+tau=0.01
+    python evals/check_paired.py evals/results/bench_resume/gsm8k.jsonl relay+check+resume relay+check \
+        --other-results evals/results/bench_check/gsm8k.jsonl
+
+With ``--other-results`` the other method's answers come from another run of the same protocol (greedy texts
+are reproducible across runs, so the pairing holds; the line says how many of the two runs' `large` texts are
+identical, as the check of that).
 
 The check-call line prices each answer's all-rows catch-up calls of the large model (``row_calls``) with the unit
 costs the results file measured (medians over its invocations): the wait a streamed small-model sentence adds.
@@ -24,12 +30,23 @@ def main(argv=None) -> int:
     ap.add_argument("results", type=Path)
     ap.add_argument("method")
     ap.add_argument("other", help="the method to compare with")
+    ap.add_argument("--other-results", type=Path, help="the other method's results file (default: the same file)")
     args = ap.parse_args(argv)
     res = load_results(args.results)
-    by = {m: {(s["id"], s["sample"]): s for s in res.samples if s["method"] == m} for m in (args.method, args.other)}
+    other = load_results(args.other_results) if args.other_results else res
+
+    def answers(results, method):
+        return {(s["id"], s["sample"]): s for s in results.samples if s["method"] == method}
+
+    by = {args.method: answers(res, args.method), args.other: answers(other, args.other)}
     if not all(by.values()):
-        print(f"no answers for {', '.join(m for m, v in by.items() if not v)} in {args.results}", file=sys.stderr)
+        print(f"no answers for {', '.join(m for m, v in by.items() if not v)}", file=sys.stderr)
         return 2
+    if other is not res:
+        mine, theirs = answers(res, "large"), answers(other, "large")
+        both = set(mine) & set(theirs)
+        print(f"large in both runs: {sum(mine[k]['text'] == theirs[k]['text'] for k in both)} of {len(both)} "
+              "texts identical")
     common = sorted(set(by[args.method]) & set(by[args.other]))
     a, b = ([by[m][k] for k in common] for m in (args.method, args.other))
     here = sum(x["correct"] and not y["correct"] for x, y in zip(a, b))
@@ -37,7 +54,7 @@ def main(argv=None) -> int:
     same = sum(x["text"] == y["text"] for x, y in zip(a, b))
     print(f"{args.method} vs {args.other} on {len(common)} answers: right only in {args.method} {here}, only in "
           f"{args.other} {there} (sign test p = {sign_test(here, there):.3g}); identical texts {same}")
-    sizes = [int(n) for r in a for n, k in r["row_calls"]["large"].items() for _ in range(k)]
+    sizes = [int(n) for r in a for n, k in r["row_calls"].get("large", {}).items() for _ in range(k)]
     costs = res.unit_costs()
     if sizes and costs:
         p50, p90 = np.percentile(sizes, [50, 90])

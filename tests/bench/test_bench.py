@@ -233,6 +233,29 @@ def test_the_frontier_puts_two_runs_of_one_data_set_on_the_same_problems(tmp_pat
     assert short_method("relay:paper-qwen3+draft") == "relay:paper-qwen3+draft"
 
 
+def test_check_paired_pairs_a_method_with_one_from_another_run(tmp_path, capsys):
+    """evals/check_paired.py --other-results: right only here / only there across two runs of one protocol."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_paired", Path(__file__).parents[2] / "evals/check_paired.py")
+    check_paired = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check_paired)
+    paths = []
+    for folder, method, right in (("old", "relay+check", "10"), ("new", "relay+check+resume", "01")):
+        run = {"type": "run", "settings": {"methods": f"large,{method}", "dataset": "gsm8k"}, "machine": {}}
+        recs = [run]
+        for pid, ok in zip("12", right):
+            recs += [{**_sample("large", pid, 1.0, True), "text": f"large {pid}"},
+                     {**_sample(method, pid, 1.0, ok == "1"), "text": f"{method} {pid}"}]
+        paths.append(tmp_path / f"{folder}.jsonl")
+        paths[-1].write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+    assert check_paired.main([str(paths[1]), "relay+check+resume", "relay+check", "--other-results", str(paths[0])]) == 0
+    out = capsys.readouterr().out
+    assert "large in both runs: 2 of 2 texts identical" in out
+    assert "on 2 answers: right only in relay+check+resume 1, only in relay+check 1" in out
+    assert check_paired.main([str(paths[1]), "relay+check+resume", "relay+check"]) == 2  # not in this file
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data", "gsm9k"], "unknown data set 'gsm9k'"),
     (["--methods", "large,relay+magic"], "after '+' comes draft, lookup, check, exact, tau=P or resume"),
