@@ -138,7 +138,7 @@ def cmd_models(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .calibration.run import _check_selection, calibrate, check_writable
+    from .calibration.run import calibrate, check_writable
     from .calibration.threshold import check_quantile_of
     from .math_tasks import data_file
     from .core.sampling import SamplingParams
@@ -149,7 +149,6 @@ def cmd_calibrate(args) -> int:
     out = Path(args.out) if args.out else _pair_profile_out(args)
     check_writable(out)  # fail before loading models
     check_quantile_of(args.check_quantile)
-    _check_selection(args.select, args.min_accepted, args.acceptance_samples)
     data_file(args.data)  # a missing file or unknown data set fails before models load
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
                             max_tokens=args.max_tokens, seed=args.seed).validated()
@@ -171,15 +170,10 @@ def cmd_calibrate(args) -> int:
                         samples=args.samples, seed=args.seed, params=params, candidates=candidates,
                         mode="substring" if args.substring_cues else "word", threshold=args.threshold,
                         min_occurrences=args.min_occurrences, traces_path=args.traces, models=models,
-                        progress=sys.stderr.isatty(), check_quantile=args.check_quantile, select=args.select,
-                        min_accepted=args.min_accepted, per_cue=args.acceptance_samples,
+                        progress=sys.stderr.isatty(), check_quantile=args.check_quantile,
                         default_check=args.default_check)
     cost = profile["cost"]
-    by = profile["selection"].get("by", "margin")
-    print(f"selected {len(profile['cues'])} cues by {by}: {', '.join(repr(c) for c in profile['cues'])}")
-    if by == "acceptance":
-        margin = profile["selection"]["margin_cues"]
-        print(f"(by margin: {len(margin)} cues; accepted share bar {profile['selection']['min_accepted']:.3f})")
+    print(f"selected {len(profile['cues'])} cues: {', '.join(repr(c) for c in profile['cues'])}")
     print(f"traces: {cost['trace_tokens']} tokens in {cost['trace_seconds']} s of generation; "
           f"scored {cost['scored_tokens']} tokens in {cost['wall_seconds_this_run']['margins']} s")
     check = profile["check"]
@@ -301,13 +295,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--check-quantile", type=float, default=0.01,
                    help="the checked relay's tau: this quantile of the large model's probability of its own trace "
                         "tokens (default: 0.01)")
-    c.add_argument("--select", choices=["margin", "acceptance"], default="margin",
-                   help="margin (default, the paper's rule): cues after which the small model is confident; "
-                        "acceptance: cues after which the check at tau keeps most of the small model's sentence")
-    c.add_argument("--min-accepted", type=float, default=None,
-                   help="--select acceptance: the accepted share a cue needs (default: the pooled share of all cues)")
-    c.add_argument("--acceptance-samples", type=int, default=20,
-                   help="--select acceptance: sentences scored per cue at most (default: 20)")
     add_model_options(c)
     add_cue_options(c, "a candidate cue, instead of the 91 reference candidates")
     add_sampling_options(c, max_tokens=512)

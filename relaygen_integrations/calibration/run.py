@@ -16,7 +16,6 @@ from ..core.sampling import SamplingParams
 from ..errors import ConfigError
 from ..math_tasks import data_file, load_problems, math_prompt
 from ..fetcher import sha256_file
-from .acceptance import DEFAULT_PER_CUE, cue_acceptance, select_by_acceptance
 from .margins import teacher_force
 from .plot import plot_cue_table
 from .table import cue_table, select_cues
@@ -37,17 +36,13 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
               candidates: list[str] | None = None, mode: MatchMode = "word", threshold: float = 0.0,
               min_occurrences: int = 5, traces_path: str | Path | None = None, models: dict | None = None,
               plot: bool = True, progress: bool = True, check_quantile: float = DEFAULT_QUANTILE,
-              select: str = "margin", min_accepted: float | None = None, per_cue: int = DEFAULT_PER_CUE,
               default_check: bool = False) -> dict:
     """Run the whole calibration and write the profile JSON (atomically) and its plot. Returns the profile.
     Besides the cues it records the checked relay's default threshold (``check.tau``, calibration/threshold.py);
-    ``default_check`` makes that tau the pair's default check (``check=auto``), a choice left to the user.
-    ``select``: "margin" (the paper's rule) or "acceptance" (what the check accepts after a cue, acceptance.py;
-    both sets are recorded either way it runs)."""
+    ``default_check`` makes that tau the pair's default check (``check=auto``), a choice left to the user."""
     out = Path(out)
     check_writable(out)
     check_quantile_of(check_quantile)
-    _check_selection(select, min_accepted, per_cue)
     small = require_scoring(engine.small, "calibration (it teacher-forces the small model over the large model's traces)")
     large = require_scoring(engine.large, "calibration (it teacher-forces the large model over its own traces)")
     data_path = data_file(data)
@@ -96,10 +91,6 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
     rows, overall = cue_table(scored, candidates, mode)
     selected = select_cues(rows, threshold, min_occurrences)
     selection = {"threshold": threshold, "min_occurrences": min_occurrences, "rule": "delta > threshold"}
-    t3 = time.perf_counter()
-    if select == "acceptance":
-        selected, selection = _select_by_acceptance(engine, small, traces, candidates, mode, check, rows, min_accepted,
-                                                    min_occurrences, per_cue, columns, progress, selected)
     if not selected:
         raise ConfigError(f"no cue passed the selection ({selection['rule']} with enough occurrences); "
                           "the profile was not written. Lower --min-occurrences or use more traces")
@@ -118,9 +109,7 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
         "seed": seed,
         "sampling": {k: v for k, v in asdict(params).items() if k not in ("seed", "stop")},
         "cost": {"trace_seconds": round(sum(r["seconds"] for r in traces), 1),
-                 "wall_seconds_this_run": {"traces": round(t_traces, 1), "margins": round(t_margins, 1),
-                                           **({"acceptance": round(time.perf_counter() - t3, 1)}
-                                              if select == "acceptance" else {})},
+                 "wall_seconds_this_run": {"traces": round(t_traces, 1), "margins": round(t_margins, 1)},
                  "trace_tokens": sum(r["tokens"] for r in traces),
                  "scored_tokens": int(sum(len(s.margins) for s in scored)),
                  "truncated_traces": sum(s.truncated for s in scored)},
@@ -134,46 +123,6 @@ def calibrate(engine: RelayEngine, *, data: str | Path, out: str | Path, problem
         plot_cue_table(rows, overall, out.with_suffix(".png"),
                        f"{out.stem}: {len(traces)} traces, {len(selected)} of {len(candidates)} cues selected")
     return profile
-
-
-def _check_selection(select: str, min_accepted, per_cue) -> None:
-    if select not in ("margin", "acceptance"):
-        raise ConfigError(f"--select must be margin or acceptance, not {select!r}")
-    if min_accepted is not None and (isinstance(min_accepted, bool) or not isinstance(min_accepted, (int, float))
-                                     or not 0 <= min_accepted <= 1):
-        raise ConfigError(f"--min-accepted must be a share in [0, 1], got {min_accepted!r}")
-    if isinstance(per_cue, bool) or not isinstance(per_cue, int) or per_cue < 1:
-        raise ConfigError(f"--acceptance-samples must be a positive integer, got {per_cue!r}")
-
-
-def _select_by_acceptance(engine, scorer, traces, candidates, mode, check, rows, min_accepted, min_occurrences, per_cue,
-                          columns, progress, by_margin):
-    """The cues the check accepts after (acceptance.py); the table's rows get their acceptance."""
-    from rich.progress import Progress
-
-    if check.get("tau") is None:
-        raise ConfigError(f"choosing cues by acceptance needs the pair's tau, and none was derived: {check['why']}")
-    if engine.large.vocab_fingerprint() != engine.small.vocab_fingerprint():
-        raise ConfigError("choosing cues by acceptance needs the two models to share a vocabulary (as the check does)")
-    prompts = [(scorer.prompt_tokens(scorer.chat_prompt([{"role": "user", "content": math_prompt(r["problem"])}])),
-                r["trace"]) for r in traces]
-    with Progress(*columns, disable=not progress) as bar:
-        task = bar.add_task("4/4 the check scores the small model's sentences after each cue", total=len(traces))
-        stats = cue_acceptance(engine.small, engine.large, prompts, candidates, mode, check["tau"], per_cue,
-                               on_trace=lambda: bar.advance(task))
-    chosen, bar_share = select_by_acceptance(stats, min_accepted, min_occurrences,
-                                             {r.cue: r.occurrences for r in rows})
-    for r in rows:
-        a = stats[r.cue]
-        r.accepted = {"sentences": a.sentences, "whole": a.whole, "tokens": a.tokens, "kept": a.kept,
-                      "share": round(a.share, 4) if a.tokens else None}
-        r.selected = r.cue in chosen
-    rule = (f"accepted share >= {bar_share:.4f} ("
-            + ("given" if min_accepted is not None else "the pooled share of every candidate's sentences")
-            + f"): the share of the small model's greedy sentence after the cue that the check at tau keeps, "
-              f"over at most {per_cue} occurrences per cue")
-    return chosen, {"by": "acceptance", "rule": rule, "min_accepted": round(bar_share, 4),
-                    "min_occurrences": min_occurrences, "per_cue": per_cue, "margin_cues": by_margin}
 
 
 def _check_threshold(probabilities: list, quantile: float, seconds: float) -> dict:

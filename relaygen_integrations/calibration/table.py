@@ -31,13 +31,9 @@ class CueStats:
     sem: float
     delta: float
     selected: bool = False
-    accepted: dict | None = None  # select="acceptance": what the check kept of the sentences after it (acceptance.py)
 
     def to_dict(self) -> dict:
-        d = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
-        if d["accepted"] is None:
-            del d["accepted"]
-        return d
+        return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
 
 
 def segment_mask(tm: TraceMargins, matcher: CueMatcher) -> tuple[np.ndarray, int, int]:
@@ -62,7 +58,7 @@ def cue_table(traces: list[TraceMargins], candidates: Iterable[str], mode: Match
     rows = []
     for cue in dict.fromkeys(candidates):
         matcher = CueMatcher([cue], mode)
-        inside, occurrences, segments = [], 0, 0
+        occurrences, segments = 0, 0
         masks = []
         for tm in traces:
             mask, occ, seg = segment_mask(tm, matcher)

@@ -40,7 +40,7 @@ def shown_commands(text: str) -> list[str]:
 
 
 def named_commands(text: str) -> list[str]:
-    """Commands named in running text (`relaygen calibrate --select acceptance`): a command and some of its
+    """Commands named in running text (`relaygen calibrate --default-check`): a command and some of its
     flags, not a whole command line (a log line such as `relaygen serve: error: ...` is neither)."""
     return [m for m in INLINE.findall(FENCE.sub("", text)) if not re.match(r"relaygen( \w+)*:", m)]
 
