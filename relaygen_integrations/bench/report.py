@@ -76,13 +76,16 @@ def _fmt_x(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def section(results: Results, plots_dir: Path | None) -> list[str]:
+def section(results: Results, plots_dir: Path | None, label: str | None = None,
+            strip_name: str | None = None) -> list[str]:
+    """One results file's part of the report; `label` and `strip_name` tell it apart from another run of the same
+    data set in the same report."""
     s = results.settings
     rows = summarise(results)
     machine = results.runs[-1]["machine"]
     sampling = "greedy" if not s["temperature"] else f"temperature {s['temperature']}, {s['samples']} samples per problem"
     n = max(r.problems for r in rows)
-    md = [f"## {dataset_name(results)}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
+    md = [f"## {label or dataset_name(results)}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
           f"Command (resumable): `{_command(results)}`", "",
           f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, Python {machine['python']}, "
           f"llama-cpp-python {machine.get('llama_cpp_python', '-')}. Pair: {s.get('pair') or 'default'}, "
@@ -172,7 +175,7 @@ def section(results: Results, plots_dir: Path | None) -> list[str]:
                    "| method | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
             md += [f"| {m} | " + " | ".join(f"{parts[m].get(c, 0):.1f}" for c in cats) + " |" for m in shown]
     if plots_dir is not None:
-        strip = token_strip(results, plots_dir / f"{results.path.stem}_tokens.png")
+        strip = token_strip(results, plots_dir / (strip_name or f"{results.path.stem}_tokens.png"))
         if strip:
             path, pick = strip
             md += ["", f"![who wrote which tokens]({path.name})", "",
@@ -229,8 +232,11 @@ def write_report(paths: list[Path], out: Path, title: str | None = None, plots: 
         if any({"check", "exact"} & set(m.split("+")[1:]) or "+tau=" in m for r in all_results for m in r.methods):
             save(accuracy_vs_small_share_figure(all_results), out.parent / "accuracy_vs_small_share.png")
             md += ["", "![accuracy vs small-model share](accuracy_vs_small_share.png)"]
-    for res in all_results:
-        md += [""] + section(res, out.parent if plots else None)
+    stems = [r.path.stem for r in all_results]
+    for res, label in zip(all_results, run_labels(all_results)):
+        # two runs of one data set (bench_check/gsm8k.jsonl, bench_resume/gsm8k.jsonl) each get their own strip
+        name = res.path.stem if stems.count(res.path.stem) == 1 else f"{res.path.parent.name}_{res.path.stem}"
+        md += [""] + section(res, out.parent if plots else None, label, f"{name}_tokens.png")
     out.write_text("\n".join(md) + "\n", encoding="utf-8")
     return out
 

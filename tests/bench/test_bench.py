@@ -202,6 +202,25 @@ def test_report_tables_and_plots(bench_run, tmp_path):
     assert all(r.predicted_model_s > 0 and r.measured_model_s > 0 for r in rows)
 
 
+def test_two_runs_of_one_data_set_get_their_own_headings_and_token_strips(bench_run, tmp_path):
+    # regression: bench_check/gsm8k.jsonl and bench_resume/gsm8k.jsonl in one report wrote one gsm8k_tokens.png,
+    # the later run's strip shown under both runs' identical headings
+    runs = []
+    for folder in ("earlier", "later"):
+        (tmp_path / folder).mkdir()
+        runs.append(tmp_path / folder / "gsm8k.jsonl")
+        runs[-1].write_bytes(bench_run.read_bytes())
+    out = tmp_path / "report" / "README.md"
+    p = relaygen("bench", "report", *map(str, runs), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    md = out.read_text()
+    for folder in ("earlier", "later"):
+        assert f"## GSM8K ({folder}): 2 problems" in md
+        assert f"![who wrote which tokens]({folder}_gsm8k_tokens.png)" in md
+        assert (out.parent / f"{folder}_gsm8k_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out.parent / "gsm8k_tokens.png").exists()
+
+
 def test_the_frontier_compares_methods_on_the_problems_they_all_answered(bench_run):
     from dataclasses import replace
 
