@@ -6,7 +6,7 @@ import shlex
 from pathlib import Path
 
 from ..errors import ConfigError
-from .figures import (accuracy_vs_small_share_figure, accuracy_vs_speedup_figure, dataset_name, run_labels, save,
+from .figures import (accuracy_vs_small_share_figure, accuracy_vs_speedup_figure, run_labels, save,
                       token_strip)
 from .summary import SMALL_STEP, Results, answer_stage, load_results, summarise, time_breakdown
 
@@ -76,16 +76,15 @@ def _fmt_x(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def section(results: Results, plots_dir: Path | None, label: str | None = None,
-            strip_name: str | None = None) -> list[str]:
-    """One results file's part of the report; `label` and `strip_name` tell it apart from another run of the same
-    data set in the same report."""
+def section(results: Results, plots_dir: Path | None, label: str, strip_name: str) -> list[str]:
+    """One results file's part of the report; `label` (its data set, run_labels) and `strip_name` (its token strip's
+    file) tell it apart from another run of the same data set in the same report."""
     s = results.settings
     rows = summarise(results)
     machine = results.runs[-1]["machine"]
     sampling = "greedy" if not s["temperature"] else f"temperature {s['temperature']}, {s['samples']} samples per problem"
     n = max(r.problems for r in rows)
-    md = [f"## {label or dataset_name(results)}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
+    md = [f"## {label}: {n} problems, {sampling}, at most {s['max_tokens']} tokens per answer", "",
           f"Command (resumable): `{_command(results)}`", "",
           f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, Python {machine['python']}, "
           f"llama-cpp-python {machine.get('llama_cpp_python', '-')}. Pair: {s.get('pair') or 'default'}, "
@@ -175,7 +174,7 @@ def section(results: Results, plots_dir: Path | None, label: str | None = None,
                    "| method | " + " | ".join(cats) + " |", "|---|" + "---|" * len(cats)]
             md += [f"| {m} | " + " | ".join(f"{parts[m].get(c, 0):.1f}" for c in cats) + " |" for m in shown]
     if plots_dir is not None:
-        strip = token_strip(results, plots_dir / (strip_name or f"{results.path.stem}_tokens.png"))
+        strip = token_strip(results, plots_dir / strip_name)
         if strip:
             path, pick = strip
             md += ["", f"![who wrote which tokens]({path.name})", "",

@@ -4,7 +4,8 @@
 # script and each run continues where its file ends. `large`, `relay`, `relay+check` and `relay+exact` of the same
 # protocol are in evals/results/bench_check (greedy texts are byte-identical across the refactors since:
 # evals/same_texts.py), so they are not run again; `large` is, as every speedup's reference in this run.
-# The acceptance profile: relaygen calibrate --data gsm8k --start 1279 --problems 40 --samples 4 --seed 0 \
+# The acceptance profile (made at commit 0bf6a11; `--select acceptance` has since been removed, docs/results.md):
+#   relaygen calibrate --data gsm8k --start 1279 --problems 40 --samples 4 --seed 0 \
 #   --traces models/profiles/qwen2.5-coder-1.5b+0.5b.traces.jsonl --select acceptance --threads 2 \
 #   --out evals/results/bench_resume/acceptance-profile.json
 # (made 2026-12-07, 2 h 2 min in all; its recorded seconds are not a clean timing: step 2 shared the cores with
